@@ -1,0 +1,154 @@
+//! The error contract in one place: every failure a caller can cause maps to
+//! one standard SQLSTATE (see DESIGN.md), with a PostgreSQL-style message
+//! (lower case, no trailing period) and full-sentence DETAIL / HINT.
+//!
+//! Pure modules return `Result<_, StoreError>`; `#[pg_extern]` wrappers return
+//! `Result<_, ErrorReport>` and pgrx raises the report with its SQLSTATE.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+use std::fmt;
+
+/// What went wrong, independent of PostgreSQL; `sqlstate()` is the mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// 22023: a parameter is out of range or malformed (qty <= 0, bad email, ...)
+    InvalidParameter,
+    /// 22P02: a value has the wrong shape (items JSON not an array of objects)
+    InvalidText,
+    /// 23514: not enough stock
+    CheckViolation,
+    /// 23503: refers to something that does not exist (unknown SKU, customer)
+    ForeignKey,
+    /// 23505: a unique key is already taken (email, idempotency key)
+    Unique,
+    /// 55000: the object is not in a state that allows the operation
+    PrerequisiteState,
+    /// P0002: the thing asked for does not exist (unknown order id)
+    NoDataFound,
+    /// 42703: undefined column
+    UndefinedColumn,
+    /// 42P01: undefined table
+    UndefinedTable,
+    /// 22004: a NULL where a value is required
+    NullValue,
+    /// XX000: a bug; never caused by the caller
+    Internal,
+}
+
+impl Kind {
+    pub fn sqlstate(self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            Kind::InvalidParameter => ERRCODE_INVALID_PARAMETER_VALUE,
+            Kind::InvalidText => ERRCODE_INVALID_TEXT_REPRESENTATION,
+            Kind::CheckViolation => ERRCODE_CHECK_VIOLATION,
+            Kind::ForeignKey => ERRCODE_FOREIGN_KEY_VIOLATION,
+            Kind::Unique => ERRCODE_UNIQUE_VIOLATION,
+            Kind::PrerequisiteState => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            Kind::NoDataFound => ERRCODE_NO_DATA_FOUND,
+            Kind::UndefinedColumn => ERRCODE_UNDEFINED_COLUMN,
+            Kind::UndefinedTable => ERRCODE_UNDEFINED_TABLE,
+            Kind::NullValue => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Kind::Internal => ERRCODE_INTERNAL_ERROR,
+        }
+    }
+}
+
+/// A domain error: kind plus message, optional detail and hint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub kind: Kind,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl StoreError {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        StoreError { kind, message: message.into(), detail: None, hint: None }
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Kind::InvalidParameter, message)
+    }
+    pub fn null(what: &str) -> Self {
+        Self::new(Kind::NullValue, format!("{what} must not be null"))
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Kind::Internal, message)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<StoreError> for ErrorReport {
+    #[track_caller]
+    fn from(e: StoreError) -> ErrorReport {
+        let mut report = ErrorReport::new(e.kind.sqlstate(), e.message, "storefront");
+        if let Some(d) = e.detail {
+            report = report.set_detail(d);
+        }
+        if let Some(h) = e.hint {
+            report = report.set_hint(h);
+        }
+        report
+    }
+}
+
+/// SPI failing by itself (not a PostgreSQL ERROR, which propagates with its
+/// own SQLSTATE) is a bug in this extension: report it as internal.
+impl From<pgrx::spi::SpiError> for StoreError {
+    fn from(e: pgrx::spi::SpiError) -> StoreError {
+        StoreError::internal(format!("storefront internal SPI error: {e}"))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Convert a domain result into what `#[pg_extern]` returns.
+pub fn report<T>(r: StoreResult<T>) -> Result<T, ErrorReport> {
+    r.map_err(ErrorReport::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_map_to_the_documented_sqlstates() {
+        use PgSqlErrorCode::*;
+        assert_eq!(Kind::CheckViolation.sqlstate(), ERRCODE_CHECK_VIOLATION);
+        assert_eq!(Kind::ForeignKey.sqlstate(), ERRCODE_FOREIGN_KEY_VIOLATION);
+        assert_eq!(Kind::Unique.sqlstate(), ERRCODE_UNIQUE_VIOLATION);
+        assert_eq!(Kind::PrerequisiteState.sqlstate(), ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+        assert_eq!(Kind::NoDataFound.sqlstate(), ERRCODE_NO_DATA_FOUND);
+        assert_eq!(Kind::InvalidParameter.sqlstate(), ERRCODE_INVALID_PARAMETER_VALUE);
+        assert_eq!(Kind::InvalidText.sqlstate(), ERRCODE_INVALID_TEXT_REPRESENTATION);
+        assert_eq!(Kind::UndefinedColumn.sqlstate(), ERRCODE_UNDEFINED_COLUMN);
+        assert_eq!(Kind::UndefinedTable.sqlstate(), ERRCODE_UNDEFINED_TABLE);
+    }
+
+    #[test]
+    fn display_includes_detail() {
+        let e = StoreError::invalid("qty must be positive").detail("Line 1 has qty 0.");
+        assert_eq!(e.to_string(), "qty must be positive (Line 1 has qty 0.)");
+    }
+}

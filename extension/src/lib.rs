@@ -1,0 +1,37 @@
+//! storefront: an online store's data core inside PostgreSQL.
+//!
+//! This file holds the module list and the order in which SQL files enter the
+//! install script; each capability lives in its own module, SQL file, book
+//! page and test file of the same name.
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!();
+
+pub mod accounts;
+pub mod catalog;
+pub mod errors;
+pub mod inventory;
+pub mod orders;
+pub mod schema;
+pub mod spi_util;
+
+// The OLTP schema first: every function below refers to its tables and types.
+extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!("../../sql/catalog.sql", name = "catalog", requires = ["schema"]);
+extension_sql_file!("../../sql/inventory.sql", name = "inventory", requires = ["schema", "catalog"]);
+extension_sql_file!("../../sql/invariants.sql", name = "invariants", requires = ["schema"]);
+extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory"]);
+// Comments, privileges and pg_dump registration for everything above.
+extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

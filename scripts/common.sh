@@ -1,0 +1,130 @@
+# Shared by scripts/demo.sh and scripts/test.sh: install what is missing,
+# build, and run a local PostgreSQL 15 cluster as the postgres user.
+# Sourced, not run. Everything fails loudly (set -euo pipefail).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_CONFIG=/usr/bin/pg_config
+PGBIN=/usr/lib/postgresql/15/bin
+PGRX_VERSION=0.18.1
+MDBOOK_VERSION=0.5.4
+MDBOOK_MERMAID_VERSION=0.17.1
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\n\033[1;34m==> %s\033[0m\n' "$*"; }
+die() { printf '\n\033[1;31mERROR: %s\033[0m\n' "$*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" = 0 ] || die "run as root (the scripts install packages and run PostgreSQL as the postgres user)"
+}
+
+# apt packages: PostgreSQL 15 server + headers (brings clang for bindgen), sudo
+ensure_apt() {
+  local pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 sudo "$@")
+  local missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing apt packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  [ -x "$PG_CONFIG" ] || die "$PG_CONFIG not found after installing postgresql-server-dev-15"
+}
+
+ensure_cargo_pgrx() {
+  command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"
+  if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+    say "installing cargo-pgrx $PGRX_VERSION (about 5-7 minutes, once)"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+  fi
+  if ! grep -qs '^pg15 *= *"/usr/bin/pg_config"' "$HOME/.pgrx/config.toml"; then
+    say "cargo pgrx init --pg15 $PG_CONFIG"
+    cargo pgrx init --pg15 "$PG_CONFIG"
+  fi
+}
+
+ensure_mdbook() {
+  if ! mdbook --version 2>/dev/null | grep -q "v$MDBOOK_VERSION"; then
+    say "installing mdbook $MDBOOK_VERSION"
+    cargo install mdbook --version "$MDBOOK_VERSION" --locked
+  fi
+  if ! mdbook-mermaid --version 2>/dev/null | grep -q "$MDBOOK_MERMAID_VERSION"; then
+    say "installing mdbook-mermaid $MDBOOK_MERMAID_VERSION"
+    cargo install mdbook-mermaid --version "$MDBOOK_MERMAID_VERSION" --locked
+  fi
+}
+
+# Where clusters live: under target/ when the postgres user can reach it,
+# else under /tmp (a clone inside a private folder such as /root).
+cluster_base() {
+  mkdir -p "$ROOT/target"
+  if sudo -u postgres test -x "$ROOT/target" 2>/dev/null && sudo -u postgres test -r "$ROOT/target"; then
+    echo "$ROOT/target"
+  else
+    local h
+    h=$(printf '%s' "$ROOT" | md5sum | cut -c1-8)
+    mkdir -p "/tmp/storefront-$h"
+    chmod 755 "/tmp/storefront-$h"
+    echo "/tmp/storefront-$h"
+  fi
+}
+
+PG_PASSWORD=storefront
+
+# start_cluster NAME PORT [fresh]: a cluster in <base>/pg-NAME on 127.0.0.1:PORT
+start_cluster() {
+  local name=$1 port=$2 fresh=${3:-}
+  local data
+  data="$(cluster_base)/pg-$name"
+  stop_cluster "$name" || true
+  if [ -n "$fresh" ] || [ ! -f "$data/PG_VERSION" ]; then
+    rm -rf "$data"
+    install -d -o postgres -g postgres -m 700 "$data"
+    local pw
+    pw=$(mktemp)
+    echo "$PG_PASSWORD" > "$pw"
+    chown postgres "$pw"
+    sudo -u postgres "$PGBIN/initdb" -D "$data" -U postgres --pwfile="$pw" \
+      --auth-host=scram-sha-256 --auth-local=peer -E UTF8 --locale=C.UTF-8 >/dev/null
+    rm -f "$pw"
+    cat >> "$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '/tmp'
+max_connections = 200
+shared_buffers = 1GB
+work_mem = 32MB
+maintenance_work_mem = 512MB
+max_wal_size = 4GB
+checkpoint_timeout = 15min
+shared_preload_libraries = ''
+fsync = on
+synchronous_commit = on
+log_min_messages = warning
+CONF
+  fi
+  sudo -u postgres "$PGBIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null \
+    || { tail -20 "$data/server.log" >&2; die "cluster $name did not start"; }
+  export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGPASSWORD=$PG_PASSWORD
+}
+
+stop_cluster() {
+  local data
+  data="$(cluster_base)/pg-$1"
+  if [ -f "$data/postmaster.pid" ]; then
+    sudo -u postgres "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || {
+      local pid
+      pid=$(head -1 "$data/postmaster.pid")
+      kill -INT "$pid" 2>/dev/null || true
+      sleep 2
+    }
+  fi
+}
+
+# Build (debug unless $1 = --release) and install into the system PostgreSQL.
+install_extension() {
+  say "building and installing the extension ${1:-}"
+  (cd "$ROOT/extension" && cargo pgrx install --pg-config "$PG_CONFIG" ${1:-})
+}

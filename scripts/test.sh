@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite: pure #[test]s and #[pg_test]s (cargo pgrx test), then
+# the integration tests (tests/ crate: sqlx + tokio) against a fresh local
+# cluster with the extension installed, and the book build.
+#   bash scripts/test.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+need_root
+TEST_PORT=${TEST_PORT:-28816}
+
+ensure_apt
+ensure_cargo_pgrx
+ensure_mdbook
+
+say "unit tests and #[pg_test]s (cargo pgrx test)"
+PGRX_DATA="$(cluster_base)/pgrx-test"
+rm -rf "$PGRX_DATA"
+install -d -o postgres -g postgres "$PGRX_DATA"
+(cd "$ROOT/extension" && cargo pgrx test pg15 --runas postgres --pgdata "$PGRX_DATA")
+rm -rf "$PGRX_DATA"
+
+# cargo pgrx test installed a build with the test schema; put the plain one back
+install_extension
+
+say "starting a fresh test cluster on 127.0.0.1:$TEST_PORT"
+start_cluster test "$TEST_PORT" fresh
+trap 'stop_cluster test' EXIT
+
+say "building the book"
+(cd "$ROOT/book" && mdbook build)
+
+say "integration tests (tests/ crate)"
+export STOREFRONT_TEST_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$TEST_PORT"
+export STOREFRONT_ROOT="$ROOT"
+cargo test -p storefront-tests --tests -- --test-threads=1

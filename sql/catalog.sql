@@ -1,0 +1,148 @@
+-- Catalog: categories, products and sellable SKUs.
+--
+-- upsert_product() is the one way in: it creates or updates a SKU, attaching
+-- it to the product with the given name in the given category (creating the
+-- category path and the product as needed), so variants of one product share
+-- it by name.
+
+-- Find or create the category for a path such as 'Apparel/Men/Shirts'.
+-- Returns NULL for a NULL or empty path.
+CREATE FUNCTION category_for_path(path text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = @extschema@, pg_temp
+AS $$
+DECLARE
+    v_parent bigint := NULL;
+    v_id     bigint;
+    v_slug   text := '';
+    v_name   text;
+BEGIN
+    IF path IS NULL OR btrim(path) = '' THEN
+        RETURN NULL;
+    END IF;
+    FOREACH v_name IN ARRAY string_to_array(path, '/') LOOP
+        v_name := btrim(v_name);
+        IF v_name = '' THEN
+            RAISE EXCEPTION 'invalid category path "%"', path
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'A category path is names separated by "/", such as "Apparel/Men/Shirts", with no empty name.';
+        END IF;
+        v_slug := v_slug || CASE WHEN v_slug = '' THEN '' ELSE '/' END
+                  || regexp_replace(lower(v_name), '\s+', '-', 'g');
+        INSERT INTO category AS c (parent_id, name, slug)
+        VALUES (v_parent, v_name, v_slug)
+        ON CONFLICT ON CONSTRAINT category_parent_name_key DO NOTHING
+        RETURNING c.category_id INTO v_id;
+        IF v_id IS NULL THEN
+            SELECT c.category_id INTO v_id
+            FROM category c
+            WHERE c.parent_id IS NOT DISTINCT FROM v_parent AND c.name = v_name;
+        END IF;
+        v_parent := v_id;
+        v_id := NULL;
+    END LOOP;
+    RETURN v_parent;
+END
+$$;
+
+CREATE FUNCTION upsert_product(
+    sku         text,
+    name        text,
+    price_cents bigint,
+    currency    char(3) DEFAULT 'USD',
+    category    text    DEFAULT NULL,
+    attributes  jsonb   DEFAULT '{}'
+)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+SET lock_timeout = '5s'
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_code     text  := btrim(upsert_product.sku);
+    v_name     text  := btrim(upsert_product.name);
+    v_currency text  := upper(btrim(upsert_product.currency));
+    v_attrs    jsonb := coalesce(upsert_product.attributes, '{}');
+    v_category bigint;
+    v_product  bigint;
+    v_sku      bigint;
+BEGIN
+    IF v_code IS NULL OR v_code !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' THEN
+        RAISE EXCEPTION 'invalid SKU code "%"', coalesce(upsert_product.sku, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A SKU code has 1 to 64 letters, digits, ".", "_" or "-", and starts with a letter or digit.';
+    END IF;
+    IF v_name IS NULL OR v_name = '' THEN
+        RAISE EXCEPTION 'product name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF upsert_product.price_cents IS NULL OR upsert_product.price_cents < 0 THEN
+        RAISE EXCEPTION 'price must be zero or more minor units'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The price given was %s.', coalesce(upsert_product.price_cents::text, 'NULL'));
+    END IF;
+    IF v_currency IS NULL OR v_currency !~ '^[A-Z]{3}$' THEN
+        RAISE EXCEPTION 'invalid currency code "%"', coalesce(upsert_product.currency::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A currency is a three-letter ISO 4217 code such as "USD".';
+    END IF;
+    IF jsonb_typeof(v_attrs) <> 'object' THEN
+        RAISE EXCEPTION 'attributes must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The attributes given are a JSON %s.', jsonb_typeof(v_attrs));
+    END IF;
+
+    v_category := category_for_path(upsert_product.category);
+
+    INSERT INTO product AS p (category_id, name)
+    VALUES (v_category, v_name)
+    ON CONFLICT ON CONSTRAINT product_category_name_key DO NOTHING
+    RETURNING p.product_id INTO v_product;
+    IF v_product IS NULL THEN
+        SELECT p.product_id INTO v_product
+        FROM product p
+        WHERE p.category_id IS NOT DISTINCT FROM v_category AND p.name = v_name;
+    END IF;
+
+    INSERT INTO sku AS s (product_id, code, price_cents, currency, attributes)
+    VALUES (v_product, v_code, upsert_product.price_cents, v_currency, v_attrs)
+    ON CONFLICT (code) DO UPDATE
+        SET product_id  = excluded.product_id,
+            price_cents = excluded.price_cents,
+            currency    = excluded.currency,
+            attributes  = excluded.attributes,
+            sellable    = true,
+            updated_at  = now()
+    RETURNING s.sku_id INTO v_sku;
+
+    -- every SKU has a stock level at the main location from the start
+    INSERT INTO inventory (sku_id, location_id)
+    SELECT v_sku, l.location_id FROM location l WHERE l.code = 'main'
+    ON CONFLICT DO NOTHING;
+
+    RETURN v_sku;
+END
+$$;
+
+-- Take a SKU off sale (or back on): unsellable SKUs cannot be ordered.
+CREATE FUNCTION set_sellable(sku text, sellable boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF set_sellable.sellable IS NULL THEN
+        RAISE EXCEPTION 'sellable must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    UPDATE sku s SET sellable = set_sellable.sellable, updated_at = now()
+    WHERE s.code = btrim(set_sellable.sku);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'SKU "%" does not exist', set_sellable.sku
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Create it with storefront.upsert_product().';
+    END IF;
+END
+$$;

@@ -1,0 +1,107 @@
+-- Inventory: stock locations, restocks and stock levels as a user sees them.
+--
+-- Stock for a SKU lives in one inventory row per location. on_hand changes
+-- only through stock_movement (restock, adjustment) and sales (consumed
+-- reservations); reserved only through reservations. Row locks on inventory
+-- are always taken in (sku_id, location_id) order.
+
+CREATE FUNCTION add_location(code text, name text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_id integer;
+BEGIN
+    IF add_location.code IS NULL OR add_location.code !~ '^[a-z0-9][a-z0-9_-]{0,31}$' THEN
+        RAISE EXCEPTION 'invalid location code "%"', coalesce(add_location.code, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A location code has 1 to 32 lower-case letters, digits, "_" or "-".';
+    END IF;
+    IF add_location.name IS NULL OR btrim(add_location.name) = '' THEN
+        RAISE EXCEPTION 'location name must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO location AS l (code, name) VALUES (add_location.code, btrim(add_location.name))
+    ON CONFLICT (code) DO NOTHING
+    RETURNING l.location_id INTO v_id;
+    IF v_id IS NULL THEN
+        RAISE EXCEPTION 'location "%" already exists', add_location.code
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = format('Key (code)=(%s) already exists.', add_location.code);
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- Largest quantity one restock call may add.
+CREATE FUNCTION max_restock_qty() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 1000000;
+
+CREATE FUNCTION restock(sku text, qty integer, location text DEFAULT 'main')
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+SET lock_timeout = '5s'
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_sku      bigint;
+    v_location integer;
+    v_on_hand  integer;
+BEGIN
+    IF restock.qty IS NULL OR restock.qty <= 0 OR restock.qty > max_restock_qty() THEN
+        RAISE EXCEPTION 'restock quantity must be between 1 and %', max_restock_qty()
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The quantity given was %s.', coalesce(restock.qty::text, 'NULL'));
+    END IF;
+    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(restock.sku);
+    IF v_sku IS NULL THEN
+        RAISE EXCEPTION 'SKU "%" does not exist', coalesce(restock.sku, 'NULL')
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Create it with storefront.upsert_product().';
+    END IF;
+    SELECT l.location_id INTO v_location FROM location l WHERE l.code = restock.location;
+    IF v_location IS NULL THEN
+        RAISE EXCEPTION 'location "%" does not exist', coalesce(restock.location, 'NULL')
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Create it with storefront.add_location().';
+    END IF;
+
+    INSERT INTO inventory AS i (sku_id, location_id, on_hand)
+    VALUES (v_sku, v_location, restock.qty)
+    ON CONFLICT (sku_id, location_id) DO UPDATE
+        SET on_hand = i.on_hand + excluded.on_hand, updated_at = now()
+    RETURNING i.on_hand INTO v_on_hand;
+
+    INSERT INTO stock_movement (sku_id, location_id, qty, reason)
+    VALUES (v_sku, v_location, restock.qty, 'restock');
+
+    RETURN v_on_hand;
+END
+$$;
+
+CREATE FUNCTION stock(sku text)
+RETURNS TABLE (location text, on_hand integer, reserved integer, available integer)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_sku bigint;
+BEGIN
+    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(stock.sku);
+    IF v_sku IS NULL THEN
+        RAISE EXCEPTION 'SKU "%" does not exist', coalesce(stock.sku, 'NULL')
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Create it with storefront.upsert_product().';
+    END IF;
+    RETURN QUERY
+        SELECT l.code, i.on_hand, i.reserved, i.on_hand - i.reserved
+        FROM inventory i
+        JOIN location l USING (location_id)
+        WHERE i.sku_id = v_sku
+        ORDER BY l.location_id;
+END
+$$;
