@@ -1,0 +1,108 @@
+//! register_customer / authenticate: round trips, the error contract, and
+//! timing that does not reveal whether an email exists.
+
+use sqlx::Executor;
+use std::time::{Duration, Instant};
+use storefront_tests::*;
+
+#[tokio::test]
+async fn register_and_authenticate() {
+    let pool = fresh_db("sf_accounts_ok").await;
+    let id: i64 = sqlx::query_scalar("SELECT storefront.register_customer($1, $2, $3)")
+        .bind("Grace.Hopper@Example.org")
+        .bind("COBOL-1959")
+        .bind("Grace Hopper")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let auth = |email: &'static str, pw: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT storefront.authenticate($1, $2)")
+                .bind(email)
+                .bind(pw)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(auth("grace.hopper@example.org", "COBOL-1959").await, Some(id));
+    assert_eq!(auth("  GRACE.HOPPER@EXAMPLE.ORG", "COBOL-1959").await, Some(id));
+    assert_eq!(auth("grace.hopper@example.org", "cobol-1959").await, None);
+    assert_eq!(auth("nobody@example.org", "COBOL-1959").await, None);
+    assert_eq!(auth("", "").await, None);
+}
+
+#[tokio::test]
+async fn bad_registrations_fail_with_their_sqlstate_and_change_nothing() {
+    let pool = fresh_db("sf_accounts_bad").await;
+    pool.execute("SELECT storefront.register_customer('taken@example.com', 'pw', 'First')").await.unwrap();
+
+    let e = fails_unchanged(
+        &pool,
+        "SELECT storefront.register_customer('TAKEN@example.com', 'other', 'Second')",
+        "23505",
+    )
+    .await;
+    assert_eq!(e.message, "email address is already registered");
+    assert!(e.detail.unwrap_or_default().contains("taken@example.com"));
+
+    for bad in ["plain", "a@b", "@example.com", "a b@example.com", "a@@example.com", "", "x@-bad-.com"] {
+        let e = fails_unchanged(
+            &pool,
+            &format!("SELECT storefront.register_customer('{bad}', 'pw', 'Someone')"),
+            "22023",
+        )
+        .await;
+        assert!(e.message.starts_with("invalid email address"), "{e:?}");
+        assert!(e.detail.is_some_and(|d| d.ends_with('.')), "DETAIL is a full sentence");
+    }
+    let e = fails_unchanged(&pool, "SELECT storefront.register_customer('new@example.com', '', 'Someone')", "22023").await;
+    assert_eq!(e.message, "password must not be empty");
+    fails_unchanged(&pool, "SELECT storefront.register_customer('new@example.com', 'pw', '   ')", "22023").await;
+    fails_unchanged(
+        &pool,
+        &format!("SELECT storefront.register_customer('new@example.com', '{}', 'Someone')", "x".repeat(1025)),
+        "22023",
+    )
+    .await;
+    fails_unchanged(&pool, "SELECT storefront.register_customer(NULL, 'pw', 'Someone')", "22004").await;
+    fails_unchanged(&pool, "SELECT storefront.register_customer('new@example.com', NULL, 'Someone')", "22004").await;
+}
+
+/// A wrong password for a known email and any password for an unknown one
+/// both cost one argon2id verification. Without the dummy verification the
+/// unknown-email path would be ~100x faster; the bound here is loose (3x)
+/// so scheduling noise cannot fail it, while a missing verification would.
+#[tokio::test]
+async fn authentication_time_does_not_depend_on_the_email_existing() {
+    let pool = fresh_db("sf_accounts_timing").await;
+    pool.execute("SELECT storefront.register_customer('known@example.com', 'right', 'Known')").await.unwrap();
+    async fn median(pool: &sqlx::PgPool, email: &str) -> Duration {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            let id: Option<i64> = sqlx::query_scalar("SELECT storefront.authenticate($1, 'wrong')")
+                .bind(email)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            times.push(t.elapsed());
+            assert_eq!(id, None);
+        }
+        times.sort();
+        times[3]
+    }
+    // warm both paths (first call builds the dummy hash)
+    median(&pool, "unknown@example.com").await;
+    let known = median(&pool, "known@example.com").await;
+    let unknown = median(&pool, "unknown@example.com").await;
+    let malformed = median(&pool, "not-an-email").await;
+    for (what, t) in [("unknown", unknown), ("malformed", malformed)] {
+        let ratio = t.as_secs_f64() / known.as_secs_f64();
+        assert!(
+            (1.0 / 3.0..3.0).contains(&ratio),
+            "{what} email took {t:?}, known email with a wrong password {known:?} (ratio {ratio:.2})"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! CREATE / DROP / CREATE, and a pg_dump round trip of a store with data.
+
+use sqlx::Executor;
+use storefront_tests::*;
+
+async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}
+
+#[tokio::test]
+async fn create_drop_create() {
+    let pool = fresh_db("sf_ext_cycle").await;
+    let objects = "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'storefront'::regnamespace)
+                        + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'storefront'::regnamespace)
+                        + (SELECT count(*) FROM pg_type WHERE typnamespace = 'storefront'::regnamespace)";
+    let first = count(&pool, objects).await;
+    assert!(first > 40, "only {first} objects installed");
+    pool.execute("SELECT storefront.upsert_product('CYCLE-1', 'Cycle', 100)").await.unwrap();
+
+    pool.execute("DROP EXTENSION storefront").await.unwrap();
+    let schemas = count(&pool, "SELECT count(*) FROM pg_namespace WHERE nspname = 'storefront'").await;
+    assert_eq!(schemas, 0, "DROP EXTENSION left schema storefront behind");
+    let leftovers = count(
+        &pool,
+        "SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid WHERE e.extname = 'storefront'",
+    )
+    .await;
+    assert_eq!(leftovers, 0);
+
+    pool.execute("CREATE EXTENSION storefront").await.unwrap();
+    assert_eq!(count(&pool, objects).await, first, "second CREATE installs the same objects");
+    assert_eq!(count(&pool, "SELECT count(*) FROM storefront.sku").await, 0, "old data came back");
+    assert_eq!(count(&pool, "SELECT count(*) FROM storefront.location").await, 1);
+    assert_invariants(&pool).await;
+}
+
+#[tokio::test]
+async fn extension_reports_its_version_and_schema() {
+    let pool = fresh_db("sf_ext_version").await;
+    let (version, schema, relocatable): (String, String, bool) = sqlx::query_as(
+        "SELECT extversion, extnamespace::regnamespace::text, extrelocatable FROM pg_extension WHERE extname = 'storefront'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(version, "0.1.0");
+    assert_eq!(schema, "storefront");
+    assert!(!relocatable);
+}
+
+/// pg_dump of a database with store data restores into an empty database
+/// with the same rows, and identity sequences continue after the restore.
+#[tokio::test]
+async fn dump_and_restore_round_trip() {
+    let pool = fresh_db("sf_dump_src").await;
+    pool.execute(
+        "SELECT storefront.add_location('east', 'East');
+         SELECT storefront.upsert_product('DUMP-1', 'Dump Tee', 1500, 'USD', 'Apparel/Tees');
+         SELECT storefront.upsert_product('DUMP-2', 'Dump Mug', 900, 'EUR');
+         SELECT storefront.restock('DUMP-1', 5);
+         SELECT storefront.restock('DUMP-2', 3, 'east');
+         SELECT storefront.register_customer('dump@example.com', 'pw', 'Dump Customer');",
+    )
+    .await
+    .unwrap();
+    let before = digest(&pool).await;
+    pool.close().await;
+
+    let dump = std::process::Command::new("pg_dump")
+        .args(["--format=custom", "-d", &db_url("sf_dump_src"), "-f", "/tmp/storefront-test.dump"])
+        .status()
+        .expect("pg_dump");
+    assert!(dump.success(), "pg_dump failed");
+    let target = empty_db("sf_dump_dst").await;
+    target.close().await;
+    let restore = std::process::Command::new("pg_restore")
+        .args(["--exit-on-error", "-d", &db_url("sf_dump_dst"), "/tmp/storefront-test.dump"])
+        .status()
+        .expect("pg_restore");
+    assert!(restore.success(), "pg_restore failed");
+    let _ = std::fs::remove_file("/tmp/storefront-test.dump");
+
+    let restored = connect("sf_dump_dst", 2).await;
+    assert_eq!(digest(&restored).await, before, "restored data differs");
+    // identity sequences were dumped too: new rows do not collide
+    restored
+        .execute(
+            "SELECT storefront.upsert_product('DUMP-3', 'After restore', 100);
+             SELECT storefront.register_customer('after@example.com', 'pw', 'After');",
+        )
+        .await
+        .expect("inserts after restore");
+    assert_invariants(&restored).await;
+    let authed: Option<i64> = sqlx::query_scalar("SELECT storefront.authenticate('dump@example.com', 'pw')")
+        .fetch_one(&restored)
+        .await
+        .unwrap();
+    assert!(authed.is_some(), "restored customer can sign in");
+}
