@@ -128,3 +128,8 @@ install_extension() {
   say "building and installing the extension ${1:-}"
   (cd "$ROOT/extension" && cargo pgrx install --pg-config "$PG_CONFIG" ${1:-})
 }
+
+build_book() {
+  say "building the book"
+  (cd "$ROOT/book" && mdbook-mermaid install . >/dev/null 2>&1 && mdbook build)
+}

@@ -31,8 +31,7 @@ SQL
 say "showcase"
 psql -X -v ON_ERROR_STOP=1 -d storefront_demo -f "$ROOT/sql/showcase.sql"
 
-say "building the book"
-(cd "$ROOT/book" && mdbook build)
+build_book
 
 cat <<MSG
 

@@ -25,8 +25,7 @@ say "starting a fresh test cluster on 127.0.0.1:$TEST_PORT"
 start_cluster test "$TEST_PORT" fresh
 trap 'stop_cluster test' EXIT
 
-say "building the book"
-(cd "$ROOT/book" && mdbook build)
+build_book
 
 say "integration tests (tests/ crate)"
 export STOREFRONT_TEST_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$TEST_PORT"

@@ -140,7 +140,7 @@ BEGIN
     UPDATE sku s SET sellable = set_sellable.sellable, updated_at = now()
     WHERE s.code = btrim(set_sellable.sku);
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'SKU "%" does not exist', set_sellable.sku
+        RAISE EXCEPTION 'product SKU "%" does not exist', set_sellable.sku
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'Create it with storefront.upsert_product().';
     END IF;

@@ -31,6 +31,31 @@ COMMENT ON FUNCTION check_invariants() IS
 COMMENT ON FUNCTION order_status_can_move(text, text) IS
 'Whether an order may move from status from (NULL: a new order) to status to, per the order status machine.';
 
+COMMENT ON FUNCTION place_order(bigint, jsonb, text, interval) IS
+'Place an order in one transaction: validate the items ([{"sku": ..., "qty": n}, ...]; repeats merged), reserve every line or none (rows locked in SKU order), snapshot prices, write order, lines, reservations, status history and outbox, NOTIFY storefront_order_events. Same idempotency key and request: the original receipt (replayed = true). Errors: 23514 short stock (DETAIL names each SKU), 23503 unknown customer or SKU, 23505 key reused for another request, 22023 bad qty / line count / hold, 22P02 malformed items, 55P03 lock wait over 2s.';
+COMMENT ON FUNCTION record_payment(bigint, bigint, boolean, text) IS
+'Record a payment attempt; returns the order status after it. Success sells the held stock (or re-reserves it after expiry or a failed attempt: 23514 if gone) and marks the order paid; failure releases the stock (payment_failed). Idempotent per provider_ref. Errors: P0002 unknown order, 22023 amount differs from the total, 55000 order cancelled or already paid, 23505 provider_ref used for another payment.';
+COMMENT ON FUNCTION cancel_order(bigint, text) IS
+'Cancel a pending, failed or expired order, releasing any stock it holds; returns ''cancelled''. Errors: P0002 unknown order, 55000 order paid, shipped, delivered or already cancelled.';
+COMMENT ON FUNCTION ship_order(bigint) IS
+'Mark a paid order shipped; returns ''shipped''. Errors: P0002 unknown order, 55000 order not paid.';
+COMMENT ON FUNCTION deliver_order(bigint) IS
+'Mark a shipped order delivered; returns ''delivered''. Errors: P0002 unknown order, 55000 order not shipped.';
+COMMENT ON FUNCTION expire_reservations(timestamp with time zone, integer) IS
+'Release holds that expired by as_of (at most batch per call; pending orders move to expired); returns the number of reservations released. Orders locked by other sessions are skipped (SKIP LOCKED), so concurrent sweepers never wait on each other. Schedule it with pg_cron.';
+COMMENT ON FUNCTION order_timeline(bigint) IS
+'Every status change of an order, oldest first: time, status and detail. Errors: P0002 unknown order.';
+COMMENT ON FUNCTION set_hot_stock(text, integer) IS
+'Turn hot-stock mode on for a SKU with n slots per location (1..64), or off with 0: its stock is split over slot rows that concurrent buyers claim with SKIP LOCKED. Live holds move with their units. Errors: 22023 slots out of range, 23503 unknown SKU.';
+
+-- Row-lock waits are bounded: a caller gets 55P03 instead of queueing.
+ALTER FUNCTION place_order(bigint, jsonb, text, interval) SET lock_timeout = '2s';
+ALTER FUNCTION record_payment(bigint, bigint, boolean, text) SET lock_timeout = '2s';
+ALTER FUNCTION cancel_order(bigint, text) SET lock_timeout = '2s';
+ALTER FUNCTION ship_order(bigint) SET lock_timeout = '2s';
+ALTER FUNCTION deliver_order(bigint) SET lock_timeout = '2s';
+ALTER FUNCTION expire_reservations(timestamp with time zone, integer) SET lock_timeout = '2s';
+
 -- ----------------------------------------------------------- privileges --
 -- Nothing that reads or writes store data is callable by PUBLIC; grant
 -- what an application needs with storefront.grant_app_role().
@@ -52,7 +77,7 @@ DECLARE
     t text;
     s text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['category', 'product', 'sku', 'customer', 'inventory', 'stock_movement',
+    FOREACH t IN ARRAY ARRAY['category', 'product', 'sku', 'customer', 'inventory', 'inventory_slot', 'stock_movement',
                              'orders', 'order_line', 'reservation', 'payment',
                              'order_status_history', 'outbox'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('@extschema@.%I', t)::regclass, '');

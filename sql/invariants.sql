@@ -20,51 +20,64 @@ AS $$
 DECLARE
     v text[];
 BEGIN
-    -- 1. per SKU and location: 0 <= reserved <= on_hand
-    SELECT array_agg(format('sku_id %s at location_id %s has on_hand %s, reserved %s',
-                            i.sku_id, i.location_id, i.on_hand, i.reserved) ORDER BY i.sku_id, i.location_id)
-    INTO v
-    FROM inventory i
-    WHERE NOT (i.reserved >= 0 AND i.reserved <= i.on_hand);
+    -- 1. per SKU and location: 0 <= reserved <= on_hand, on every stock
+    --    row and every hot-stock slot (the CHECK constraints enforce it too)
+    SELECT array_agg(w ORDER BY w) INTO v FROM (
+        SELECT format('sku_id %s at location_id %s has on_hand %s, reserved %s',
+                      i.sku_id, i.location_id, i.on_hand, i.reserved) AS w
+        FROM inventory i WHERE NOT (i.reserved >= 0 AND i.reserved <= i.on_hand)
+        UNION ALL
+        SELECT format('sku_id %s at location_id %s slot %s has on_hand %s, reserved %s',
+                      s.sku_id, s.location_id, s.slot, s.on_hand, s.reserved)
+        FROM inventory_slot s WHERE NOT (s.reserved >= 0 AND s.reserved <= s.on_hand)
+    ) x;
     invariant := 'inventory: 0 <= reserved <= on_hand'; ok := v IS NULL; detail := invariant_detail(v);
     RETURN NEXT;
 
-    -- 2. on_hand = restocks and adjustments - sales
+    -- 2. on_hand (stock row plus its slots) = restocks and adjustments - sales
     SELECT array_agg(format('sku_id %s at location_id %s has on_hand %s, but movements %s - sold %s = %s',
-                            k.sku_id, k.location_id, coalesce(i.on_hand, 0), coalesce(m.q, 0), coalesce(s.q, 0),
-                            coalesce(m.q, 0) - coalesce(s.q, 0)) ORDER BY k.sku_id, k.location_id)
+                            k.sku_id, k.location_id, coalesce(i.on_hand, 0) + coalesce(hs.on_hand, 0),
+                            coalesce(m.q, 0), coalesce(s.q, 0), coalesce(m.q, 0) - coalesce(s.q, 0))
+                     ORDER BY k.sku_id, k.location_id)
     INTO v
     FROM (SELECT sku_id, location_id FROM inventory
+          UNION SELECT sku_id, location_id FROM inventory_slot
           UNION SELECT sku_id, location_id FROM stock_movement
           UNION SELECT l.sku_id, r.location_id
                 FROM reservation r JOIN order_line l USING (customer_id, order_id, line_no)
                 WHERE r.state = 'consumed') k
     LEFT JOIN inventory i USING (sku_id, location_id)
+    LEFT JOIN (SELECT sku_id, location_id, sum(on_hand) AS on_hand FROM inventory_slot GROUP BY 1, 2) hs
+           USING (sku_id, location_id)
     LEFT JOIN (SELECT sku_id, location_id, sum(qty) AS q FROM stock_movement GROUP BY 1, 2) m
            USING (sku_id, location_id)
     LEFT JOIN (SELECT l.sku_id, r.location_id, sum(r.qty) AS q
                FROM reservation r JOIN order_line l USING (customer_id, order_id, line_no)
                WHERE r.state = 'consumed' GROUP BY 1, 2) s
            USING (sku_id, location_id)
-    WHERE coalesce(i.on_hand, 0) <> coalesce(m.q, 0) - coalesce(s.q, 0);
+    WHERE coalesce(i.on_hand, 0) + coalesce(hs.on_hand, 0) <> coalesce(m.q, 0) - coalesce(s.q, 0);
     invariant := 'inventory: on_hand = initial + restocks - sold'; ok := v IS NULL; detail := invariant_detail(v);
     RETURN NEXT;
 
-    -- 3. reserved = live reservations
-    SELECT array_agg(format('sku_id %s at location_id %s has reserved %s, but live holds total %s',
-                            k.sku_id, k.location_id, coalesce(i.reserved, 0), coalesce(h.q, 0))
-                     ORDER BY k.sku_id, k.location_id)
+    -- 3. reserved = live reservations, per stock row and per slot (slot -1:
+    --    the stock row itself)
+    SELECT array_agg(format('sku_id %s at location_id %s%s has reserved %s, but live holds total %s',
+                            k.sku_id, k.location_id,
+                            CASE WHEN k.slot >= 0 THEN ' slot ' || k.slot ELSE '' END,
+                            coalesce(lv.reserved, 0), coalesce(h.q, 0))
+                     ORDER BY k.sku_id, k.location_id, k.slot)
     INTO v
-    FROM (SELECT sku_id, location_id FROM inventory WHERE reserved <> 0
-          UNION SELECT l.sku_id, r.location_id
-                FROM reservation r JOIN order_line l USING (customer_id, order_id, line_no)
-                WHERE r.state = 'held') k
-    LEFT JOIN inventory i USING (sku_id, location_id)
-    LEFT JOIN (SELECT l.sku_id, r.location_id, sum(r.qty) AS q
+    FROM (SELECT sku_id, location_id, -1 AS slot, reserved FROM inventory
+          UNION ALL
+          SELECT sku_id, location_id, slot, reserved FROM inventory_slot) lv
+    FULL JOIN (SELECT l.sku_id, r.location_id, coalesce(r.slot, -1) AS slot, sum(r.qty) AS q
                FROM reservation r JOIN order_line l USING (customer_id, order_id, line_no)
-               WHERE r.state = 'held' GROUP BY 1, 2) h
-           USING (sku_id, location_id)
-    WHERE coalesce(i.reserved, 0) <> coalesce(h.q, 0);
+               WHERE r.state = 'held' GROUP BY 1, 2, 3) h
+           USING (sku_id, location_id, slot)
+    CROSS JOIN LATERAL (SELECT coalesce(lv.sku_id, h.sku_id) AS sku_id,
+                               coalesce(lv.location_id, h.location_id) AS location_id,
+                               coalesce(lv.slot, h.slot) AS slot) k
+    WHERE coalesce(lv.reserved, 0) <> coalesce(h.q, 0);
     invariant := 'inventory: reserved = sum of live reservations'; ok := v IS NULL; detail := invariant_detail(v);
     RETURN NEXT;
 

@@ -50,15 +50,16 @@ DECLARE
     v_sku      bigint;
     v_location integer;
     v_on_hand  integer;
+    v_hot      integer;
 BEGIN
     IF restock.qty IS NULL OR restock.qty <= 0 OR restock.qty > max_restock_qty() THEN
         RAISE EXCEPTION 'restock quantity must be between 1 and %', max_restock_qty()
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The quantity given was %s.', coalesce(restock.qty::text, 'NULL'));
     END IF;
-    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(restock.sku);
+    SELECT s.sku_id, s.hot_slots INTO v_sku, v_hot FROM sku s WHERE s.code = btrim(restock.sku);
     IF v_sku IS NULL THEN
-        RAISE EXCEPTION 'SKU "%" does not exist', coalesce(restock.sku, 'NULL')
+        RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(restock.sku, 'NULL')
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'Create it with storefront.upsert_product().';
     END IF;
@@ -69,11 +70,32 @@ BEGIN
                   HINT = 'Create it with storefront.add_location().';
     END IF;
 
-    INSERT INTO inventory AS i (sku_id, location_id, on_hand)
-    VALUES (v_sku, v_location, restock.qty)
-    ON CONFLICT (sku_id, location_id) DO UPDATE
-        SET on_hand = i.on_hand + excluded.on_hand, updated_at = now()
-    RETURNING i.on_hand INTO v_on_hand;
+    IF v_hot = 0 THEN
+        INSERT INTO inventory AS i (sku_id, location_id, on_hand)
+        VALUES (v_sku, v_location, restock.qty)
+        ON CONFLICT (sku_id, location_id) DO UPDATE
+            SET on_hand = i.on_hand + excluded.on_hand, updated_at = now()
+        RETURNING i.on_hand INTO v_on_hand;
+    ELSE
+        -- hot-stock SKU: lock the stock row, then its slots in order, and
+        -- spread the units evenly over the slots
+        INSERT INTO inventory (sku_id, location_id) VALUES (v_sku, v_location)
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM inventory i WHERE i.sku_id = v_sku AND i.location_id = v_location FOR UPDATE;
+        INSERT INTO inventory_slot (sku_id, location_id, slot)
+        SELECT v_sku, v_location, n FROM generate_series(0, v_hot - 1) AS n
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM inventory_slot s WHERE s.sku_id = v_sku AND s.location_id = v_location
+        ORDER BY s.slot FOR UPDATE;
+        UPDATE inventory_slot s
+        SET on_hand = s.on_hand + restock.qty / v_hot + CASE WHEN s.slot < restock.qty % v_hot THEN 1 ELSE 0 END
+        WHERE s.sku_id = v_sku AND s.location_id = v_location;
+        UPDATE inventory i SET updated_at = now() WHERE i.sku_id = v_sku AND i.location_id = v_location;
+        SELECT i.on_hand + coalesce((SELECT sum(s.on_hand) FROM inventory_slot s
+                                     WHERE s.sku_id = v_sku AND s.location_id = v_location), 0)
+        INTO v_on_hand
+        FROM inventory i WHERE i.sku_id = v_sku AND i.location_id = v_location;
+    END IF;
 
     INSERT INTO stock_movement (sku_id, location_id, qty, reason)
     VALUES (v_sku, v_location, restock.qty, 'restock');
@@ -93,14 +115,19 @@ DECLARE
 BEGIN
     SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(stock.sku);
     IF v_sku IS NULL THEN
-        RAISE EXCEPTION 'SKU "%" does not exist', coalesce(stock.sku, 'NULL')
+        RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(stock.sku, 'NULL')
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'Create it with storefront.upsert_product().';
     END IF;
+    -- a hot-stock SKU's units are in its slots: add them up
     RETURN QUERY
-        SELECT l.code, i.on_hand, i.reserved, i.on_hand - i.reserved
+        SELECT l.code, (i.on_hand + coalesce(h.on_hand, 0))::integer,
+               (i.reserved + coalesce(h.reserved, 0))::integer,
+               (i.on_hand - i.reserved + coalesce(h.on_hand - h.reserved, 0))::integer
         FROM inventory i
         JOIN location l USING (location_id)
+        LEFT JOIN (SELECT s.location_id, sum(s.on_hand) AS on_hand, sum(s.reserved) AS reserved
+                   FROM inventory_slot s WHERE s.sku_id = v_sku GROUP BY s.location_id) h USING (location_id)
         WHERE i.sku_id = v_sku
         ORDER BY l.location_id;
 END

@@ -47,6 +47,8 @@ CREATE TABLE sku (
     currency    char(3) NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     attributes  jsonb   NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(attributes) = 'object'),
     sellable    boolean NOT NULL DEFAULT true,
+    -- 0: normal stock mode; n > 0: hot-stock mode with n slots per location
+    hot_slots   smallint NOT NULL DEFAULT 0 CHECK (hot_slots BETWEEN 0 AND 64),
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
@@ -86,6 +88,22 @@ CREATE TABLE inventory (
 );
 CREATE INDEX inventory_location_id_idx ON inventory (location_id);
 COMMENT ON TABLE inventory IS 'Stock level per SKU and location: 0 <= reserved <= on_hand.';
+
+-- Hot-stock mode (flash sales): the stock of a hot SKU at a location is
+-- split over slot rows, so concurrent buyers claim different rows (SKIP
+-- LOCKED) instead of queueing on one. While a SKU is hot its stock lives in
+-- its slots and its inventory row holds nothing; see set_hot_stock().
+CREATE TABLE inventory_slot (
+    sku_id      bigint   NOT NULL,
+    location_id integer  NOT NULL,
+    slot        smallint NOT NULL CHECK (slot >= 0),
+    on_hand     integer  NOT NULL DEFAULT 0,
+    reserved    integer  NOT NULL DEFAULT 0,
+    PRIMARY KEY (sku_id, location_id, slot),
+    FOREIGN KEY (sku_id, location_id) REFERENCES inventory (sku_id, location_id),
+    CONSTRAINT inventory_slot_reserved_range CHECK (reserved >= 0 AND reserved <= on_hand)
+);
+COMMENT ON TABLE inventory_slot IS 'Hot-stock slots: the stock of a hot SKU split over rows claimed with SKIP LOCKED.';
 
 -- Every change to on_hand that is not a sale: restocks and adjustments. With
 -- consumed reservations (sales) it explains on_hand exactly:
@@ -153,6 +171,8 @@ CREATE TABLE reservation (
     order_id       bigint  NOT NULL,
     line_no        integer NOT NULL,
     location_id    integer NOT NULL REFERENCES location (location_id),
+    -- the hot-stock slot the units came from; NULL: the inventory row
+    slot           smallint CHECK (slot >= 0),
     qty            integer NOT NULL CHECK (qty > 0),
     state          text    NOT NULL DEFAULT 'held'
                      CHECK (state IN ('held', 'consumed', 'released', 'expired')),

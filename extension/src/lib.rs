@@ -20,6 +20,7 @@ pub mod spi_util;
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/catalog.sql", name = "catalog", requires = ["schema"]);
 extension_sql_file!("../../sql/inventory.sql", name = "inventory", requires = ["schema", "catalog"]);
+extension_sql_file!("../../sql/orders.sql", name = "orders", requires = ["schema"]);
 extension_sql_file!("../../sql/invariants.sql", name = "invariants", requires = ["schema"]);
 extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory"]);
 // Comments, privileges and pg_dump registration for everything above.

@@ -21,3 +21,36 @@ pub fn first_row<'a, T>(
         Ok(Some(f(&table)?))
     })
 }
+
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use pgrx::PgOid;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+thread_local! {
+    /// Prepared plans kept for the life of the backend (SPI_keepplan), by
+    /// statement text. PostgreSQL revalidates them after DDL, like
+    /// PL/pgSQL's cached plans.
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+}
+
+/// The kept plan for `sql` (argument types `types`), preparing it on first
+/// use. Plans are prepared as read-write, so each execution takes a fresh
+/// snapshot in READ COMMITTED, as a plain statement would.
+pub fn plan(
+    client: &SpiClient<'_>,
+    sql: &'static str,
+    types: &[T],
+) -> StoreResult<Rc<OwnedPreparedStatement>> {
+    if let Some(p) = PLANS.with(|m| m.borrow().get(sql).cloned()) {
+        return Ok(p);
+    }
+    let oids: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
+    let p = Rc::new(client.prepare_mut(sql, &oids)?.keep());
+    PLANS.with(|m| m.borrow_mut().insert(sql, p.clone()));
+    Ok(p)
+}
+
+/// Built-in type OIDs, for plan argument lists.
+pub use pgrx::pg_sys::BuiltinOid as T;

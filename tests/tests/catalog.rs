@@ -55,7 +55,7 @@ async fn restock_and_stock_reject_bad_input() {
         fails_unchanged(&pool, sql, code).await;
     }
     let e = fails_unchanged(&pool, "SELECT storefront.restock('NOPE-1', 1)", "23503").await;
-    assert_eq!(e.message, "SKU \"NOPE-1\" does not exist");
+    assert_eq!(e.message, "product SKU \"NOPE-1\" does not exist");
     assert!(e.hint.is_some());
 }
 

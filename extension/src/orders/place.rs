@@ -1,0 +1,429 @@
+//! place_order: validate, reserve every line or none, write the order, its
+//! lines, reservations, first status event and outbox row — one
+//! transaction, one round trip.
+//!
+//! Steps (statements are kept prepared plans):
+//! 1. parse and merge the items (pure, `items.rs`), check the hold;
+//! 2. with an idempotency key: an existing order under it is replayed
+//!    (same request) or refused with 23505 (different request);
+//! 3. look up the customer and the SKUs (23503 for unknown / unsellable);
+//! 4. insert the order row; `ON CONFLICT DO NOTHING` on the idempotency key
+//!    makes a concurrent duplicate wait for the first and then replay it;
+//! 5. lock stock rows in (sku_id, location_id) order and read what is
+//!    available; hot-stock SKUs claim slots with SKIP LOCKED (see below);
+//! 6. allocate every line (pure); any shortage raises 23514 naming every
+//!    short SKU, which rolls back the order row too;
+//! 7. one statement writes the stock changes, lines, reservations, status
+//!    history and outbox row, and sends NOTIFY (delivered at commit).
+
+use super::items::{allocate, canonical_request, check_hold, parse_items, shortage_error, Bin, Item, Shortage};
+use super::Receipt;
+use crate::errors::{Kind, StoreError, StoreResult};
+use crate::spi_util::{plan, T};
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// A line after lookup: the SKU row and the merged quantity.
+#[derive(Debug, Clone)]
+struct Line {
+    code: String,
+    sku_id: i64,
+    price_cents: i64,
+    hot_slots: i32,
+    qty: i32,
+}
+
+/// One take of stock for one line.
+#[derive(Debug, Clone, Copy)]
+struct Take {
+    line_no: i32,
+    sku_id: i64,
+    location_id: i32,
+    slot: Option<i32>,
+    qty: i32,
+}
+
+const FIND_BY_KEY: &str = "SELECT o.order_id, o.request_hash, o.status, o.total_cents, o.currency::text,
+        (SELECT max(r.expires_at) FROM storefront.reservation r
+          WHERE r.customer_id = o.customer_id AND r.order_id = o.order_id)
+    FROM storefront.orders o
+    WHERE o.customer_id = $1 AND o.idempotency_key = $2";
+
+const LOOKUP: &str = "SELECT i.code, s.sku_id, s.price_cents, s.currency::text, s.sellable, s.hot_slots::integer,
+        EXISTS (SELECT 1 FROM storefront.customer c WHERE c.customer_id = $1)
+    FROM unnest($2::text[]) WITH ORDINALITY AS i(code, n)
+    LEFT JOIN storefront.sku s ON s.code = i.code
+    ORDER BY i.n";
+
+const INSERT_ORDER: &str = "INSERT INTO storefront.orders
+        (customer_id, status, currency, total_cents, idempotency_key, request_hash)
+    VALUES ($1, 'pending', $2, $3, $4, $5)
+    ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
+    RETURNING order_id, now() + $6::interval";
+
+const LOCK_STOCK: &str = "SELECT sku_id, location_id, on_hand - reserved
+    FROM storefront.inventory
+    WHERE sku_id = ANY ($1::bigint[])
+    ORDER BY sku_id, location_id
+    FOR UPDATE";
+
+/// Claim one slot of a hot SKU that alone covers the quantity, skipping
+/// slots other transactions hold; the start point is spread by backend.
+const CLAIM_SLOT: &str = "SELECT location_id, slot, on_hand - reserved
+    FROM storefront.inventory_slot
+    WHERE sku_id = $1 AND on_hand - reserved >= $2
+    ORDER BY location_id, (slot + $3) % $4
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED";
+
+/// No free slot covers it: wait for all slots of the SKU, in slot order.
+const LOCK_SLOTS: &str = "SELECT location_id, slot, on_hand - reserved
+    FROM storefront.inventory_slot
+    WHERE sku_id = $1
+    ORDER BY location_id, slot
+    FOR UPDATE";
+
+const WRITE: &str = "WITH inv AS (
+        UPDATE storefront.inventory i
+        SET reserved = i.reserved + d.qty, updated_at = now()
+        FROM unnest($3::bigint[], $4::integer[], $5::integer[]) AS d(sku_id, location_id, qty)
+        WHERE i.sku_id = d.sku_id AND i.location_id = d.location_id
+    ), slots AS (
+        UPDATE storefront.inventory_slot i
+        SET reserved = i.reserved + d.qty
+        FROM unnest($6::bigint[], $7::integer[], $8::integer[], $9::integer[]) AS d(sku_id, location_id, slot, qty)
+        WHERE i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot
+    ), lines AS (
+        INSERT INTO storefront.order_line (customer_id, order_id, line_no, sku_id, qty, unit_price_cents)
+        SELECT $1, $2, l.line_no, l.sku_id, l.qty, l.price
+        FROM unnest($10::integer[], $11::bigint[], $12::integer[], $13::bigint[]) AS l(line_no, sku_id, qty, price)
+    ), res AS (
+        INSERT INTO storefront.reservation (customer_id, order_id, line_no, location_id, slot, qty, expires_at)
+        SELECT $1, $2, r.line_no, r.location_id, r.slot, r.qty, $14
+        FROM unnest($15::integer[], $16::integer[], $17::integer[], $18::integer[]) AS r(line_no, location_id, slot, qty)
+    ), hist AS (
+        INSERT INTO storefront.order_status_history (customer_id, order_id, seq, status, at, detail)
+        VALUES ($1, $2, 1, 'pending', now(), jsonb_build_object('lines', cardinality($10::integer[]), 'expires_at', $14))
+    ), ob AS (
+        INSERT INTO storefront.outbox (customer_id, aggregatetype, aggregateid, type, payload, created_at)
+        VALUES ($1, 'order', $2::text, 'order.pending',
+                jsonb_build_object('order_id', $2, 'customer_id', $1, 'seq', 1, 'status', 'pending',
+                                   'previous', NULL, 'at', now(), 'total_cents', $19::bigint, 'currency', $20::text,
+                                   'expires_at', $14),
+                now())
+        RETURNING payload
+    )
+    SELECT pg_notify('storefront_order_events', ob.payload::text) FROM ob";
+
+pub fn place_order(
+    customer_id: Option<i64>,
+    items: Option<&serde_json::Value>,
+    idempotency_key: Option<&str>,
+    hold: Option<Interval>,
+) -> StoreResult<Receipt> {
+    let customer_id = customer_id.ok_or_else(|| {
+        StoreError::new(Kind::ForeignKey, "customer must not be null")
+            .detail("Every order belongs to a registered customer.")
+    })?;
+    let items = parse_items(items.ok_or_else(|| StoreError::null("items"))?)?;
+    let hold = hold.ok_or_else(|| StoreError::null("hold"))?;
+    let hold_micros = check_hold(hold.months(), hold.days(), hold.micros())?;
+    let key = match idempotency_key {
+        Some(k) if k.is_empty() || k.len() > 255 => {
+            return Err(StoreError::invalid("idempotency key must have 1 to 255 characters"))
+        }
+        other => other,
+    };
+    let hash: Vec<u8> = Sha256::digest(canonical_request(&items, hold_micros).as_bytes()).to_vec();
+
+    Spi::connect_mut(|client| {
+        if let Some(key) = key {
+            if let Some(r) = find_by_key(client, customer_id, key, &hash)? {
+                return Ok(r);
+            }
+        }
+        let (lines, currency) = lookup(client, customer_id, &items)?;
+        let total: i64 = lines.iter().map(|l| l.price_cents * l.qty as i64).sum();
+
+        let insert = plan(
+            client,
+            INSERT_ORDER,
+            &[T::INT8OID, T::TEXTOID, T::INT8OID, T::TEXTOID, T::BYTEAOID, T::INTERVALOID],
+        )?;
+        let inserted = client.update(
+            &*insert,
+            Some(1),
+            &[
+                customer_id.into(),
+                currency.as_str().into(),
+                total.into(),
+                key.into(),
+                key.map(|_| hash.clone()).into(),
+                hold.into(),
+            ],
+        )?;
+        let (order_id, expires_at) = if inserted.is_empty() {
+            // a concurrent call with the same key committed first
+            let key = key.unwrap_or_default();
+            return match find_by_key(client, customer_id, key, &hash)? {
+                Some(r) => Ok(r),
+                // the caller's snapshot predates the other order (REPEATABLE READ)
+                None => Err(StoreError::new(
+                    Kind::SerializationFailure,
+                    "could not serialize access due to a concurrent order with the same idempotency key",
+                )
+                .hint("Retry the call in a new transaction.")),
+            };
+        } else {
+            let row = inserted.first();
+            (
+                row.get::<i64>(1)?.ok_or_else(|| StoreError::internal("order insert returned no id"))?,
+                row.get::<TimestampWithTimeZone>(2)?,
+            )
+        };
+
+        let takes = reserve(client, &lines)?;
+        write(client, customer_id, order_id, &lines, &takes, expires_at, total, &currency)?;
+        Ok(Receipt {
+            order_id,
+            status: "pending".into(),
+            total_cents: total,
+            currency,
+            expires_at,
+            replayed: false,
+        })
+    })
+}
+
+fn find_by_key(client: &mut SpiClient<'_>, customer_id: i64, key: &str, hash: &[u8]) -> StoreResult<Option<Receipt>> {
+    let p = plan(client, FIND_BY_KEY, &[T::INT8OID, T::TEXTOID])?;
+    let t = client.update(&*p, Some(1), &[customer_id.into(), key.into()])?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let row = t.first();
+    let stored: Option<Vec<u8>> = row.get(2)?;
+    if stored.as_deref() != Some(hash) {
+        return Err(StoreError::new(Kind::Unique, "idempotency key was already used for a different request")
+            .detail(format!("Customer {customer_id} used key \"{key}\" for an order with other items or another hold."))
+            .hint("Use a new idempotency key for a new request."));
+    }
+    Ok(Some(Receipt {
+        order_id: row.get::<i64>(1)?.unwrap_or_default(),
+        status: row.get::<String>(3)?.unwrap_or_default(),
+        total_cents: row.get::<i64>(4)?.unwrap_or_default(),
+        currency: row.get::<String>(5)?.unwrap_or_default(),
+        expires_at: row.get::<TimestampWithTimeZone>(6)?,
+        replayed: true,
+    }))
+}
+
+/// Resolve SKU codes; lines come back sorted by sku_id (the lock order).
+fn lookup(client: &mut SpiClient<'_>, customer_id: i64, items: &[Item]) -> StoreResult<(Vec<Line>, String)> {
+    let p = plan(client, LOOKUP, &[T::INT8OID, T::TEXTARRAYOID])?;
+    let codes: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
+    let t = client.update(&*p, None, &[customer_id.into(), codes.into()])?;
+    let mut lines = Vec::with_capacity(items.len());
+    let mut unknown = Vec::new();
+    let mut unsellable = Vec::new();
+    let mut currencies = BTreeMap::new();
+    let mut customer_ok = false;
+    for (row, item) in t.into_iter().zip(items) {
+        customer_ok = row.get::<bool>(7)?.unwrap_or(false);
+        match row.get::<i64>(2)? {
+            None => unknown.push(item.sku.clone()),
+            Some(sku_id) => {
+                if !row.get::<bool>(5)?.unwrap_or(false) {
+                    unsellable.push(item.sku.clone());
+                }
+                let currency = row.get::<String>(4)?.unwrap_or_default();
+                currencies.entry(currency).or_insert_with(Vec::new).push(item.sku.clone());
+                lines.push(Line {
+                    code: item.sku.clone(),
+                    sku_id,
+                    price_cents: row.get::<i64>(3)?.unwrap_or_default(),
+                    hot_slots: row.get::<i32>(6)?.unwrap_or(0),
+                    qty: item.qty,
+                });
+            }
+        }
+    }
+    if !customer_ok {
+        return Err(StoreError::new(Kind::ForeignKey, format!("customer {customer_id} does not exist"))
+            .hint("Register customers with storefront.register_customer()."));
+    }
+    if !unknown.is_empty() || !unsellable.is_empty() {
+        let mut parts = Vec::new();
+        if !unknown.is_empty() {
+            parts.push(format!("Unknown: {}.", quote_list(&unknown)));
+        }
+        if !unsellable.is_empty() {
+            parts.push(format!("Not for sale: {}.", quote_list(&unsellable)));
+        }
+        return Err(StoreError::new(Kind::ForeignKey, "order names SKUs that cannot be sold").detail(parts.join(" ")));
+    }
+    if currencies.len() > 1 {
+        let detail = currencies
+            .iter()
+            .map(|(c, skus)| format!("{c}: {}.", quote_list(skus)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        return Err(StoreError::invalid("order items must share one currency").detail(detail));
+    }
+    let currency = currencies.into_keys().next().unwrap_or_else(|| "USD".to_string());
+    lines.sort_by_key(|l| l.sku_id);
+    Ok((lines, currency))
+}
+
+fn quote_list(skus: &[String]) -> String {
+    skus.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+}
+
+/// Lock and allocate stock for every line; all or nothing.
+fn reserve(client: &mut SpiClient<'_>, lines: &[Line]) -> StoreResult<Vec<Take>> {
+    let mut takes = Vec::new();
+    let mut short = Vec::new();
+
+    // normal SKUs: one statement locks all their rows in (sku, location) order
+    let normal: Vec<i64> = lines.iter().filter(|l| l.hot_slots == 0).map(|l| l.sku_id).collect();
+    let mut bins: BTreeMap<i64, Vec<Bin>> = BTreeMap::new();
+    if !normal.is_empty() {
+        let p = plan(client, LOCK_STOCK, &[T::INT8ARRAYOID])?;
+        for row in client.update(&*p, None, &[normal.into()])? {
+            let sku: i64 = row.get(1)?.unwrap_or_default();
+            bins.entry(sku).or_default().push(Bin {
+                location_id: row.get(2)?.unwrap_or_default(),
+                slot: None,
+                available: row.get(3)?.unwrap_or_default(),
+            });
+        }
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let line_no = i as i32 + 1;
+        let result = if line.hot_slots == 0 {
+            let b = bins.get(&line.sku_id).map(Vec::as_slice).unwrap_or(&[]);
+            allocate(b, line.qty).map(|t| (b.to_vec(), t))
+        } else {
+            claim_hot(client, line)?
+        };
+        match result {
+            Ok((b, t)) => takes.extend(t.into_iter().map(|(bi, qty)| Take {
+                line_no,
+                sku_id: line.sku_id,
+                location_id: b[bi].location_id,
+                slot: b[bi].slot,
+                qty,
+            })),
+            Err(available) => short.push(Shortage { sku: line.code.clone(), requested: line.qty as i64, available }),
+        }
+    }
+    if !short.is_empty() {
+        return Err(shortage_error(&short));
+    }
+    Ok(takes)
+}
+
+/// Hot-stock SKU: first try to claim one free slot that covers the line
+/// (SKIP LOCKED, so buyers of the same SKU spread over slots instead of
+/// queueing on one row); failing that, lock every slot in order and
+/// allocate across them, which is exact when stock runs low.
+#[allow(clippy::type_complexity)]
+fn claim_hot(client: &mut SpiClient<'_>, line: &Line) -> StoreResult<Result<(Vec<Bin>, Vec<(usize, i32)>), i64>> {
+    let spread = (unsafe { pgrx::pg_sys::MyProcPid } as i64).rem_euclid(line.hot_slots as i64) as i32;
+    let p = plan(client, CLAIM_SLOT, &[T::INT8OID, T::INT4OID, T::INT4OID, T::INT4OID])?;
+    let t = client.update(&*p, Some(1), &[line.sku_id.into(), line.qty.into(), spread.into(), line.hot_slots.into()])?;
+    if !t.is_empty() {
+        let row = t.first();
+        let bin = Bin {
+            location_id: row.get(1)?.unwrap_or_default(),
+            slot: row.get(2)?,
+            available: row.get(3)?.unwrap_or_default(),
+        };
+        return Ok(Ok((vec![bin], vec![(0, line.qty)])));
+    }
+    let p = plan(client, LOCK_SLOTS, &[T::INT8OID])?;
+    let mut bins = Vec::new();
+    for row in client.update(&*p, None, &[line.sku_id.into()])? {
+        bins.push(Bin {
+            location_id: row.get(1)?.unwrap_or_default(),
+            slot: row.get(2)?,
+            available: row.get(3)?.unwrap_or_default(),
+        });
+    }
+    Ok(allocate(&bins, line.qty).map(|t| (bins, t)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write(
+    client: &mut SpiClient<'_>,
+    customer_id: i64,
+    order_id: i64,
+    lines: &[Line],
+    takes: &[Take],
+    expires_at: Option<TimestampWithTimeZone>,
+    total: i64,
+    currency: &str,
+) -> StoreResult<()> {
+    // per stock row (normal) and per slot (hot), summed
+    let mut base: BTreeMap<(i64, i32), i32> = BTreeMap::new();
+    let mut slots: BTreeMap<(i64, i32, i32), i32> = BTreeMap::new();
+    for t in takes {
+        match t.slot {
+            None => *base.entry((t.sku_id, t.location_id)).or_default() += t.qty,
+            Some(s) => *slots.entry((t.sku_id, t.location_id, s)).or_default() += t.qty,
+        }
+    }
+    let p = plan(
+        client,
+        WRITE,
+        &[
+            T::INT8OID,       // $1 customer
+            T::INT8OID,       // $2 order
+            T::INT8ARRAYOID,  // $3..$5 stock rows
+            T::INT4ARRAYOID,
+            T::INT4ARRAYOID,
+            T::INT8ARRAYOID,  // $6..$9 slots
+            T::INT4ARRAYOID,
+            T::INT4ARRAYOID,
+            T::INT4ARRAYOID,
+            T::INT4ARRAYOID,  // $10..$13 lines
+            T::INT8ARRAYOID,
+            T::INT4ARRAYOID,
+            T::INT8ARRAYOID,
+            T::TIMESTAMPTZOID, // $14 expires_at
+            T::INT4ARRAYOID,  // $15..$18 reservations
+            T::INT4ARRAYOID,
+            T::INT4ARRAYOID,
+            T::INT4ARRAYOID,
+            T::INT8OID,       // $19 total
+            T::TEXTOID,       // $20 currency
+        ],
+    )?;
+    let args = [
+        customer_id.into(),
+        order_id.into(),
+        base.keys().map(|k| k.0).collect::<Vec<i64>>().into(),
+        base.keys().map(|k| k.1).collect::<Vec<i32>>().into(),
+        base.values().copied().collect::<Vec<i32>>().into(),
+        slots.keys().map(|k| k.0).collect::<Vec<i64>>().into(),
+        slots.keys().map(|k| k.1).collect::<Vec<i32>>().into(),
+        slots.keys().map(|k| k.2).collect::<Vec<i32>>().into(),
+        slots.values().copied().collect::<Vec<i32>>().into(),
+        (1..=lines.len() as i32).collect::<Vec<i32>>().into(),
+        lines.iter().map(|l| l.sku_id).collect::<Vec<i64>>().into(),
+        lines.iter().map(|l| l.qty).collect::<Vec<i32>>().into(),
+        lines.iter().map(|l| l.price_cents).collect::<Vec<i64>>().into(),
+        expires_at.into(),
+        takes.iter().map(|t| t.line_no).collect::<Vec<i32>>().into(),
+        takes.iter().map(|t| t.location_id).collect::<Vec<i32>>().into(),
+        takes.iter().map(|t| t.slot).collect::<Vec<Option<i32>>>().into(),
+        takes.iter().map(|t| t.qty).collect::<Vec<i32>>().into(),
+        total.into(),
+        currency.into(),
+    ];
+    client.update(&*p, None, &args)?;
+    Ok(())
+}

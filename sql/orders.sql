@@ -1,0 +1,106 @@
+-- Orders, the SQL side: real-time tracking (order_timeline) and the
+-- hot-stock switch (set_hot_stock). Placement, payments and moves are in
+-- Rust (extension/src/orders/).
+
+CREATE FUNCTION order_timeline(order_id bigint)
+RETURNS TABLE (at timestamptz, status text, detail jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_customer bigint;
+BEGIN
+    SELECT o.customer_id INTO v_customer FROM orders o WHERE o.order_id = order_timeline.order_id;
+    IF v_customer IS NULL THEN
+        RAISE EXCEPTION 'order % does not exist', coalesce(order_timeline.order_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY
+        SELECT h.at, h.status, h.detail
+        FROM order_status_history h
+        WHERE h.customer_id = v_customer AND h.order_id = order_timeline.order_id
+        ORDER BY h.seq;
+END
+$$;
+
+-- Switch a SKU into hot-stock mode with `slots` slots per location (or
+-- back to normal with 0). Lock order: the SKU row, the orders holding it,
+-- its stock rows, its slots. Live holds move with their units, so every
+-- invariant holds across the switch.
+CREATE FUNCTION set_hot_stock(sku text, slots integer)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+SET lock_timeout = '5s'
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_sku bigint;
+BEGIN
+    IF slots IS NULL OR slots < 0 OR slots > 64 THEN
+        RAISE EXCEPTION 'slots must be between 0 and 64'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The slots given were %s; 0 turns hot-stock mode off.', coalesce(slots::text, 'NULL'));
+    END IF;
+    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(set_hot_stock.sku) FOR UPDATE;
+    IF v_sku IS NULL THEN
+        RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(set_hot_stock.sku, 'NULL')
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Create it with storefront.upsert_product().';
+    END IF;
+
+    PERFORM 1 FROM orders o
+    WHERE (o.customer_id, o.order_id) IN (
+            SELECT r.customer_id, r.order_id
+            FROM reservation r
+            JOIN order_line l ON l.customer_id = r.customer_id AND l.order_id = r.order_id AND l.line_no = r.line_no
+            WHERE l.sku_id = v_sku AND r.state = 'held')
+    ORDER BY o.customer_id, o.order_id
+    FOR UPDATE OF o;
+    PERFORM 1 FROM inventory i WHERE i.sku_id = v_sku ORDER BY i.location_id FOR UPDATE;
+    PERFORM 1 FROM inventory_slot s WHERE s.sku_id = v_sku ORDER BY s.location_id, s.slot FOR UPDATE;
+
+    -- fold any slots back into the stock rows
+    UPDATE inventory i
+    SET on_hand = i.on_hand + f.on_hand, reserved = i.reserved + f.reserved, updated_at = now()
+    FROM (SELECT s.location_id, sum(s.on_hand)::integer AS on_hand, sum(s.reserved)::integer AS reserved
+          FROM inventory_slot s WHERE s.sku_id = v_sku GROUP BY s.location_id) f
+    WHERE i.sku_id = v_sku AND i.location_id = f.location_id;
+    DELETE FROM inventory_slot s WHERE s.sku_id = v_sku;
+    UPDATE reservation r SET slot = NULL
+    FROM order_line l
+    WHERE l.customer_id = r.customer_id AND l.order_id = r.order_id AND l.line_no = r.line_no
+      AND l.sku_id = v_sku AND r.state = 'held' AND r.slot IS NOT NULL;
+
+    IF slots > 0 THEN
+        -- live holds spread round-robin over the slots, each slot carrying
+        -- the units its holds reserve plus an even share of the rest
+        UPDATE reservation r SET slot = h.slot
+        FROM (SELECT r2.customer_id, r2.reservation_id,
+                     ((row_number() OVER (PARTITION BY r2.location_id ORDER BY r2.reservation_id) - 1) % slots) AS slot
+              FROM reservation r2
+              JOIN order_line l ON l.customer_id = r2.customer_id AND l.order_id = r2.order_id AND l.line_no = r2.line_no
+              WHERE l.sku_id = v_sku AND r2.state = 'held') h
+        WHERE r.customer_id = h.customer_id AND r.reservation_id = h.reservation_id;
+        INSERT INTO inventory_slot (sku_id, location_id, slot, on_hand, reserved)
+        SELECT v_sku, i.location_id, n.n,
+               (i.on_hand - i.reserved) / slots
+                 + CASE WHEN n.n < (i.on_hand - i.reserved) % slots THEN 1 ELSE 0 END
+                 + coalesce(h.qty, 0),
+               coalesce(h.qty, 0)
+        FROM inventory i
+        CROSS JOIN generate_series(0, slots - 1) AS n(n)
+        LEFT JOIN (SELECT r.location_id, r.slot, sum(r.qty)::integer AS qty
+                   FROM reservation r
+                   JOIN order_line l ON l.customer_id = r.customer_id AND l.order_id = r.order_id AND l.line_no = r.line_no
+                   WHERE l.sku_id = v_sku AND r.state = 'held'
+                   GROUP BY r.location_id, r.slot) h ON h.location_id = i.location_id AND h.slot = n.n
+        WHERE i.sku_id = v_sku;
+        UPDATE inventory i SET on_hand = 0, reserved = 0, updated_at = now() WHERE i.sku_id = v_sku;
+    END IF;
+
+    UPDATE sku s SET hot_slots = slots, updated_at = now() WHERE s.sku_id = v_sku;
+    RETURN slots;
+END
+$$;
