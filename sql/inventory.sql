@@ -81,12 +81,12 @@ BEGIN
         -- spread the units evenly over the slots
         INSERT INTO inventory (sku_id, location_id) VALUES (v_sku, v_location)
         ON CONFLICT DO NOTHING;
-        PERFORM 1 FROM inventory i WHERE i.sku_id = v_sku AND i.location_id = v_location FOR UPDATE;
+        PERFORM 1 FROM inventory i WHERE i.sku_id = v_sku AND i.location_id = v_location FOR NO KEY UPDATE;
         INSERT INTO inventory_slot (sku_id, location_id, slot)
         SELECT v_sku, v_location, n FROM generate_series(0, v_hot - 1) AS n
         ON CONFLICT DO NOTHING;
         PERFORM 1 FROM inventory_slot s WHERE s.sku_id = v_sku AND s.location_id = v_location
-        ORDER BY s.slot FOR UPDATE;
+        ORDER BY s.slot FOR NO KEY UPDATE;
         UPDATE inventory_slot s
         SET on_hand = s.on_hand + restock.qty / v_hot + CASE WHEN s.slot < restock.qty % v_hot THEN 1 ELSE 0 END
         WHERE s.sku_id = v_sku AND s.location_id = v_location;

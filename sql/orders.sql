@@ -43,7 +43,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The slots given were %s; 0 turns hot-stock mode off.', coalesce(slots::text, 'NULL'));
     END IF;
-    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(set_hot_stock.sku) FOR UPDATE;
+    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(set_hot_stock.sku) FOR NO KEY UPDATE;
     IF v_sku IS NULL THEN
         RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(set_hot_stock.sku, 'NULL')
             USING ERRCODE = 'foreign_key_violation',
@@ -57,9 +57,9 @@ BEGIN
             JOIN order_line l ON l.customer_id = r.customer_id AND l.order_id = r.order_id AND l.line_no = r.line_no
             WHERE l.sku_id = v_sku AND r.state = 'held')
     ORDER BY o.customer_id, o.order_id
-    FOR UPDATE OF o;
-    PERFORM 1 FROM inventory i WHERE i.sku_id = v_sku ORDER BY i.location_id FOR UPDATE;
-    PERFORM 1 FROM inventory_slot s WHERE s.sku_id = v_sku ORDER BY s.location_id, s.slot FOR UPDATE;
+    FOR NO KEY UPDATE OF o;
+    PERFORM 1 FROM inventory i WHERE i.sku_id = v_sku ORDER BY i.location_id FOR NO KEY UPDATE;
+    PERFORM 1 FROM inventory_slot s WHERE s.sku_id = v_sku ORDER BY s.location_id, s.slot FOR NO KEY UPDATE;
 
     -- fold any slots back into the stock rows
     UPDATE inventory i

@@ -1,5 +1,5 @@
 //! Everything after placement: payments, cancellation, shipping, delivery
-//! and expiry of holds. Each call locks the order row first (FOR UPDATE, so
+//! and expiry of holds. Each call locks the order row first (FOR NO KEY UPDATE, so
 //! calls on one order serialize), then stock rows in lock order (see
 //! `stock.rs`), checks the move against the status machine (`status.rs`)
 //! and records it with history, outbox row and NOTIFY in one statement.
@@ -15,7 +15,7 @@ use pgrx::spi::SpiClient;
 use std::collections::BTreeMap;
 
 const LOCK_ORDER: &str = "SELECT customer_id, status, total_cents FROM storefront.orders
-    WHERE order_id = $1 FOR UPDATE";
+    WHERE order_id = $1 FOR NO KEY UPDATE";
 
 /// Record status changes for many orders at once: the order row, a
 /// history row (next seq), an outbox row, and a NOTIFY with the same JSON.
@@ -68,13 +68,13 @@ const LOCK_STOCK: &str = "SELECT sku_id, location_id, on_hand - reserved
     FROM storefront.inventory
     WHERE sku_id = ANY ($1::bigint[])
     ORDER BY sku_id, location_id
-    FOR UPDATE";
+    FOR NO KEY UPDATE";
 
 const LOCK_SLOTS: &str = "SELECT location_id, slot::integer, on_hand - reserved
     FROM storefront.inventory_slot
     WHERE sku_id = $1
     ORDER BY location_id, slot
-    FOR UPDATE";
+    FOR NO KEY UPDATE";
 
 const INSERT_SOLD: &str = "INSERT INTO storefront.reservation
         (customer_id, order_id, line_no, location_id, slot, qty, state, expires_at, ended_at)
@@ -384,7 +384,7 @@ const EXPIRABLE: &str = "SELECT o.customer_id, o.order_id
             LIMIT $2)
       AND o.status = 'pending'
     ORDER BY o.customer_id, o.order_id
-    FOR UPDATE OF o SKIP LOCKED";
+    FOR NO KEY UPDATE OF o SKIP LOCKED";
 
 const EXPIRED_HOLDS: &str = "SELECT l.sku_id, r.location_id, r.slot::integer, r.qty
     FROM storefront.reservation r

@@ -68,7 +68,7 @@ const LOCK_STOCK: &str = "SELECT sku_id, location_id, on_hand - reserved
     FROM storefront.inventory
     WHERE sku_id = ANY ($1::bigint[])
     ORDER BY sku_id, location_id
-    FOR UPDATE";
+    FOR NO KEY UPDATE";
 
 /// Claim one slot of a hot SKU that alone covers the quantity, skipping
 /// slots other transactions hold; the start point is spread by backend.
@@ -77,14 +77,14 @@ const CLAIM_SLOT: &str = "SELECT location_id, slot, on_hand - reserved
     WHERE sku_id = $1 AND on_hand - reserved >= $2
     ORDER BY location_id, (slot + $3) % $4
     LIMIT 1
-    FOR UPDATE SKIP LOCKED";
+    FOR NO KEY UPDATE SKIP LOCKED";
 
 /// No free slot covers it: wait for all slots of the SKU, in slot order.
 const LOCK_SLOTS: &str = "SELECT location_id, slot, on_hand - reserved
     FROM storefront.inventory_slot
     WHERE sku_id = $1
     ORDER BY location_id, slot
-    FOR UPDATE";
+    FOR NO KEY UPDATE";
 
 const WRITE: &str = "WITH inv AS (
         UPDATE storefront.inventory i

@@ -4,6 +4,12 @@
 //! Lock order, everywhere: first `inventory` rows by (sku_id, location_id),
 //! then hot-stock `inventory_slot` rows by (sku_id, location_id, slot). A
 //! caller that also locks an order row takes it before any of these.
+//!
+//! Row locks are FOR NO KEY UPDATE, never FOR UPDATE: no key changes, and
+//! FOR UPDATE would also block the FOR KEY SHARE locks that foreign-key
+//! checks take on these rows (inserting a slot or a stock movement, or
+//! updating a slot row twice in one transaction, checks its inventory row),
+//! which turns a wait into a deadlock.
 
 use crate::errors::StoreResult;
 use crate::spi_util::{plan, T};
@@ -45,7 +51,7 @@ const LOCK_BASE: &str = "SELECT 1 FROM storefront.inventory i
     JOIN unnest($1::bigint[], $2::integer[]) AS d(sku_id, location_id)
       ON i.sku_id = d.sku_id AND i.location_id = d.location_id
     ORDER BY i.sku_id, i.location_id
-    FOR UPDATE OF i";
+    FOR NO KEY UPDATE OF i";
 
 const APPLY_BASE: &str = "UPDATE storefront.inventory i
     SET on_hand = i.on_hand + d.on_hand, reserved = i.reserved + d.reserved, updated_at = now()
@@ -56,7 +62,7 @@ const LOCK_SLOTS: &str = "SELECT 1 FROM storefront.inventory_slot i
     JOIN unnest($1::bigint[], $2::integer[], $3::integer[]) AS d(sku_id, location_id, slot)
       ON i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot
     ORDER BY i.sku_id, i.location_id, i.slot
-    FOR UPDATE OF i";
+    FOR NO KEY UPDATE OF i";
 
 const APPLY_SLOTS: &str = "UPDATE storefront.inventory_slot i
     SET on_hand = i.on_hand + d.on_hand, reserved = i.reserved + d.reserved
