@@ -18,9 +18,10 @@ need_root() {
   [ "$(id -u)" = 0 ] || die "run as root (the scripts install packages and run PostgreSQL as the postgres user)"
 }
 
-# apt packages: PostgreSQL 15 server + headers (brings clang for bindgen), sudo
+# apt packages: PostgreSQL 15 server + headers (brings clang for bindgen),
+# pg_cron, sudo
 ensure_apt() {
-  local pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 sudo "$@")
+  local pkgs=(postgresql-15 postgresql-server-dev-15 postgresql-client-15 postgresql-15-cron sudo "$@")
   local missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -99,7 +100,12 @@ work_mem = 32MB
 maintenance_work_mem = 512MB
 max_wal_size = 4GB
 checkpoint_timeout = 15min
-shared_preload_libraries = ''
+# pg_cron schedules expire_reservations() and time-series maintenance; jobs
+# run in background workers (no libpq connection, so no password needed)
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
+cron.use_background_workers = on
+max_worker_processes = 16
 fsync = on
 synchronous_commit = on
 log_min_messages = warning
@@ -132,4 +138,19 @@ install_extension() {
 build_book() {
   say "building the book"
   (cd "$ROOT/book" && mdbook-mermaid install . >/dev/null 2>&1 && mdbook build)
+}
+
+# PostgreSQL's isolation tester on tests/isolation/specs against the running
+# cluster ($PGHOST/$PGPORT): exact interleavings, compared with expected/.
+run_isolation() {
+  local iso=/usr/lib/postgresql/15/lib/pgxs/src/test/isolation
+  [ -x "$iso/pg_isolation_regress" ] || die "$iso/pg_isolation_regress not found (postgresql-server-dev-15)"
+  local out="$ROOT/target/isolation"
+  rm -rf "$out" && mkdir -p "$out"
+  local specs=()
+  for f in "$ROOT"/tests/isolation/specs/*.spec; do specs+=("$(basename "$f" .spec)"); done
+  "$iso/pg_isolation_regress" --inputdir="$ROOT/tests/isolation" --outputdir="$out" \
+    --bindir=/usr/lib/postgresql/15/bin --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
+    --dbname=sf_isolation --load-extension=storefront "${specs[@]}" \
+    || { cat "$out/regression.diffs" 2>/dev/null | head -100; die "isolation specs failed (diffs above, all in $out)"; }
 }

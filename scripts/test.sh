@@ -27,6 +27,9 @@ trap 'stop_cluster test' EXIT
 
 build_book
 
+say "isolation specs (tests/isolation, PostgreSQL's isolationtester)"
+run_isolation
+
 say "integration tests (tests/ crate)"
 export STOREFRONT_TEST_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$TEST_PORT"
 export STOREFRONT_ROOT="$ROOT"
