@@ -118,3 +118,82 @@ fn order_status_can_move(from: Option<&str>, to: Option<&str>) -> Option<bool> {
         Some(f) => Status::parse(f).is_some_and(|f| can_move(Some(f), to)),
     })
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    type R = Result<(), pgrx::spi::Error>;
+
+    fn store() -> R {
+        Spi::run(
+            "SELECT storefront.register_customer('pg@example.com', 'pw', 'Pg');
+             SELECT storefront.upsert_product('PG-A', 'Alpha', 1000);
+             SELECT storefront.upsert_product('PG-B', 'Beta', 250);
+             SELECT storefront.restock('PG-A', 5);
+             SELECT storefront.restock('PG-B', 5);",
+        )
+    }
+
+    #[pg_test]
+    fn receipt_and_replay() -> R {
+        store()?;
+        let first = Spi::get_three::<String, i64, bool>(
+            "SELECT status, total_cents, replayed FROM storefront.place_order(
+                 (SELECT customer_id FROM storefront.customer),
+                 '[{\"sku\": \"PG-A\", \"qty\": 2}, {\"sku\": \"PG-B\", \"qty\": 2}]', 'pg-key')",
+        )?;
+        assert_eq!(first, (Some("pending".into()), Some(2500), Some(false)));
+        let again = Spi::get_three::<String, i64, bool>(
+            "SELECT status, total_cents, replayed FROM storefront.place_order(
+                 (SELECT customer_id FROM storefront.customer),
+                 '[{\"sku\": \"PG-B\", \"qty\": 2}, {\"sku\": \"PG-A\", \"qty\": 2}]', 'pg-key')",
+        )?;
+        assert_eq!(again, (Some("pending".into()), Some(2500), Some(true)));
+        let expires = Spi::get_one::<bool>(
+            "SELECT expires_at BETWEEN now() + interval '14 minutes' AND now() + interval '16 minutes'
+             FROM storefront.place_order((SELECT customer_id FROM storefront.customer),
+                                         '[{\"sku\": \"PG-A\", \"qty\": 1}]')",
+        )?;
+        assert_eq!(expires, Some(true));
+        let reserved = Spi::get_one::<i32>("SELECT reserved FROM storefront.stock('PG-A')")?;
+        assert_eq!(reserved, Some(3));
+        Ok(())
+    }
+
+    #[pg_test]
+    fn prices_are_snapshotted() -> R {
+        store()?;
+        Spi::run(
+            "SELECT storefront.place_order((SELECT customer_id FROM storefront.customer),
+                                           '[{\"sku\": \"PG-A\", \"qty\": 1}]')",
+        )?;
+        Spi::run("SELECT storefront.upsert_product('PG-A', 'Alpha', 1500)")?;
+        let snap = Spi::get_one::<i64>("SELECT unit_price_cents FROM storefront.order_line")?;
+        assert_eq!(snap, Some(1000));
+        Ok(())
+    }
+
+    #[pg_test(error = "insufficient stock for 1 item")]
+    fn short_stock_is_refused() -> R {
+        store()?;
+        Spi::run(
+            "SELECT storefront.place_order((SELECT customer_id FROM storefront.customer),
+                                           '[{\"sku\": \"PG-A\", \"qty\": 6}]')",
+        )
+    }
+
+    #[pg_test]
+    fn status_machine_in_sql() -> R {
+        let row = Spi::get_three::<bool, bool, bool>(
+            "SELECT storefront.order_status_can_move(NULL, 'pending'),
+                    storefront.order_status_can_move('delivered', 'cancelled'),
+                    storefront.order_status_can_move('pending', NULL) IS NULL",
+        )?;
+        assert_eq!(row, (Some(true), Some(false), Some(true)));
+        let unknown = Spi::get_one::<bool>("SELECT storefront.order_status_can_move('pending', 'lost')")?;
+        assert_eq!(unknown, Some(false));
+        Ok(())
+    }
+}
