@@ -30,6 +30,9 @@ build_book
 say "isolation specs (tests/isolation, PostgreSQL's isolationtester)"
 run_isolation
 
+say "building the benchmarks (not running them: they are not tests)"
+cargo build -p storefront-benches --all-targets
+
 say "integration tests (tests/ crate)"
 export STOREFRONT_TEST_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$TEST_PORT"
 export STOREFRONT_ROOT="$ROOT"

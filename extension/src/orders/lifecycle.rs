@@ -23,7 +23,7 @@ const RECORD_STATUS: &str = "WITH c AS (
         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS c(customer_id, order_id, previous)
     ), u AS (
         UPDATE storefront.orders o SET status = $4, updated_at = now()
-        FROM c WHERE o.customer_id = c.customer_id AND o.order_id = c.order_id
+        FROM c WHERE o.order_id = ANY ($2::bigint[]) AND o.customer_id = c.customer_id AND o.order_id = c.order_id
     ), h AS (
         INSERT INTO storefront.order_status_history (customer_id, order_id, seq, status, at, detail)
         SELECT c.customer_id, c.order_id,
@@ -392,11 +392,12 @@ const EXPIRED_HOLDS: &str = "SELECT l.sku_id, r.location_id, r.slot::integer, r.
       ON l.customer_id = r.customer_id AND l.order_id = r.order_id AND l.line_no = r.line_no
     JOIN unnest($1::bigint[], $2::bigint[]) AS o(customer_id, order_id)
       ON o.customer_id = r.customer_id AND o.order_id = r.order_id
-    WHERE r.state = 'held'";
+    WHERE r.customer_id = ANY ($1::bigint[]) AND r.order_id = ANY ($2::bigint[]) AND r.state = 'held'";
 
 const EXPIRE_HOLDS: &str = "UPDATE storefront.reservation r SET state = 'expired', ended_at = now()
     FROM unnest($1::bigint[], $2::bigint[]) AS o(customer_id, order_id)
-    WHERE r.customer_id = o.customer_id AND r.order_id = o.order_id AND r.state = 'held'";
+    WHERE r.customer_id = ANY ($1::bigint[]) AND r.order_id = ANY ($2::bigint[])
+      AND r.customer_id = o.customer_id AND r.order_id = o.order_id AND r.state = 'held'";
 
 /// Expire up to `batch` pending orders whose holds ended by `as_of`:
 /// their stock is released and they move to `expired`. Orders another

@@ -52,16 +52,17 @@ const FIND_BY_KEY: &str = "SELECT o.order_id, o.request_hash, o.status, o.total_
     FROM storefront.orders o
     WHERE o.customer_id = $1 AND o.idempotency_key = $2";
 
-const LOOKUP: &str = "SELECT i.code, s.sku_id, s.price_cents, s.currency::text, s.sellable, s.hot_slots::integer,
-        EXISTS (SELECT 1 FROM storefront.customer c WHERE c.customer_id = $1)
-    FROM unnest($2::text[]) WITH ORDINALITY AS i(code, n)
-    LEFT JOIN storefront.sku s ON s.code = i.code
-    ORDER BY i.n";
+/// The customer check and the SKUs named, in one statement. Written with
+/// `= ANY ($2)` so that even the generic plan (plans are kept and planned
+/// once) probes the code index instead of scanning the catalog.
+const LOOKUP: &str = "SELECT c.ok, s.code, s.sku_id, s.price_cents, s.currency::text, s.sellable, s.hot_slots::integer
+    FROM (SELECT EXISTS (SELECT 1 FROM storefront.customer WHERE customer_id = $1) AS ok) c
+    LEFT JOIN storefront.sku s ON s.code = ANY ($2::text[])";
 
 const INSERT_ORDER: &str = "INSERT INTO storefront.orders
         (customer_id, status, currency, total_cents, idempotency_key, request_hash)
     VALUES ($1, 'pending', $2, $3, $4, $5)
-    ON CONFLICT ON CONSTRAINT orders_idempotency_key DO NOTHING
+    ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING order_id, now() + $6::interval";
 
 const LOCK_STOCK: &str = "SELECT sku_id, location_id, on_hand - reserved
@@ -90,12 +91,12 @@ const WRITE: &str = "WITH inv AS (
         UPDATE storefront.inventory i
         SET reserved = i.reserved + d.qty, updated_at = now()
         FROM unnest($3::bigint[], $4::integer[], $5::integer[]) AS d(sku_id, location_id, qty)
-        WHERE i.sku_id = d.sku_id AND i.location_id = d.location_id
+        WHERE i.sku_id = ANY ($3::bigint[]) AND i.sku_id = d.sku_id AND i.location_id = d.location_id
     ), slots AS (
         UPDATE storefront.inventory_slot i
         SET reserved = i.reserved + d.qty
         FROM unnest($6::bigint[], $7::integer[], $8::integer[], $9::integer[]) AS d(sku_id, location_id, slot, qty)
-        WHERE i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot
+        WHERE i.sku_id = ANY ($6::bigint[]) AND i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot
     ), lines AS (
         INSERT INTO storefront.order_line (customer_id, order_id, line_no, sku_id, qty, unit_price_cents)
         SELECT $1, $2, l.line_no, l.sku_id, l.qty, l.price
@@ -223,37 +224,57 @@ fn find_by_key(client: &mut SpiClient<'_>, customer_id: i64, key: &str, hash: &[
 
 /// Resolve SKU codes; lines come back sorted by sku_id (the lock order).
 fn lookup(client: &mut SpiClient<'_>, customer_id: i64, items: &[Item]) -> StoreResult<(Vec<Line>, String)> {
+    struct Sku {
+        sku_id: i64,
+        price_cents: i64,
+        currency: String,
+        sellable: bool,
+        hot_slots: i32,
+    }
     let p = plan(client, LOOKUP, &[T::INT8OID, T::TEXTARRAYOID])?;
     let codes: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
-    let t = client.update(&*p, None, &[customer_id.into(), codes.into()])?;
-    let mut lines = Vec::with_capacity(items.len());
-    let mut unknown = Vec::new();
-    let mut unsellable = Vec::new();
-    let mut currencies = BTreeMap::new();
     let mut customer_ok = false;
-    for (row, item) in t.into_iter().zip(items) {
-        customer_ok = row.get::<bool>(7)?.unwrap_or(false);
-        match row.get::<i64>(2)? {
-            None => unknown.push(item.sku.clone()),
-            Some(sku_id) => {
-                if !row.get::<bool>(5)?.unwrap_or(false) {
-                    unsellable.push(item.sku.clone());
-                }
-                let currency = row.get::<String>(4)?.unwrap_or_default();
-                currencies.entry(currency).or_insert_with(Vec::new).push(item.sku.clone());
-                lines.push(Line {
-                    code: item.sku.clone(),
+    let mut found: BTreeMap<String, Sku> = BTreeMap::new();
+    for row in client.update(&*p, None, &[customer_id.into(), codes.into()])? {
+        customer_ok = row.get::<bool>(1)?.unwrap_or(false);
+        if let (Some(code), Some(sku_id)) = (row.get::<String>(2)?, row.get::<i64>(3)?) {
+            found.insert(
+                code,
+                Sku {
                     sku_id,
-                    price_cents: row.get::<i64>(3)?.unwrap_or_default(),
-                    hot_slots: row.get::<i32>(6)?.unwrap_or(0),
-                    qty: item.qty,
-                });
-            }
+                    price_cents: row.get(4)?.unwrap_or_default(),
+                    currency: row.get(5)?.unwrap_or_default(),
+                    sellable: row.get(6)?.unwrap_or(false),
+                    hot_slots: row.get(7)?.unwrap_or(0),
+                },
+            );
         }
     }
     if !customer_ok {
         return Err(StoreError::new(Kind::ForeignKey, format!("customer {customer_id} does not exist"))
             .hint("Register customers with storefront.register_customer()."));
+    }
+    let mut lines = Vec::with_capacity(items.len());
+    let mut unknown = Vec::new();
+    let mut unsellable = Vec::new();
+    let mut currencies: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for item in items {
+        match found.get(&item.sku) {
+            None => unknown.push(item.sku.clone()),
+            Some(s) => {
+                if !s.sellable {
+                    unsellable.push(item.sku.clone());
+                }
+                currencies.entry(s.currency.clone()).or_default().push(item.sku.clone());
+                lines.push(Line {
+                    code: item.sku.clone(),
+                    sku_id: s.sku_id,
+                    price_cents: s.price_cents,
+                    hot_slots: s.hot_slots,
+                    qty: item.qty,
+                });
+            }
+        }
     }
     if !unknown.is_empty() || !unsellable.is_empty() {
         let mut parts = Vec::new();

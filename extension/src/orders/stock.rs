@@ -10,6 +10,11 @@
 //! checks take on these rows (inserting a slot or a stock movement, or
 //! updating a slot row twice in one transaction, checks its inventory row),
 //! which turns a wait into a deadlock.
+//!
+//! Statements join `unnest($n)` arrays with the stock tables and also say
+//! `sku_id = ANY ($1)`: plans are generic (planned once, kept), and the
+//! ANY restriction is what makes the generic plan an index probe rather
+//! than a scan of every stock row.
 
 use crate::errors::StoreResult;
 use crate::spi_util::{plan, T};
@@ -50,17 +55,19 @@ pub fn plan_deltas(deltas: &[Delta]) -> (Vec<Delta>, Vec<Delta>) {
 const LOCK_BASE: &str = "SELECT 1 FROM storefront.inventory i
     JOIN unnest($1::bigint[], $2::integer[]) AS d(sku_id, location_id)
       ON i.sku_id = d.sku_id AND i.location_id = d.location_id
+    WHERE i.sku_id = ANY ($1::bigint[])
     ORDER BY i.sku_id, i.location_id
     FOR NO KEY UPDATE OF i";
 
 const APPLY_BASE: &str = "UPDATE storefront.inventory i
     SET on_hand = i.on_hand + d.on_hand, reserved = i.reserved + d.reserved, updated_at = now()
     FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::integer[]) AS d(sku_id, location_id, on_hand, reserved)
-    WHERE i.sku_id = d.sku_id AND i.location_id = d.location_id";
+    WHERE i.sku_id = ANY ($1::bigint[]) AND i.sku_id = d.sku_id AND i.location_id = d.location_id";
 
 const LOCK_SLOTS: &str = "SELECT 1 FROM storefront.inventory_slot i
     JOIN unnest($1::bigint[], $2::integer[], $3::integer[]) AS d(sku_id, location_id, slot)
       ON i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot
+    WHERE i.sku_id = ANY ($1::bigint[])
     ORDER BY i.sku_id, i.location_id, i.slot
     FOR NO KEY UPDATE OF i";
 
@@ -68,7 +75,7 @@ const APPLY_SLOTS: &str = "UPDATE storefront.inventory_slot i
     SET on_hand = i.on_hand + d.on_hand, reserved = i.reserved + d.reserved
     FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::integer[], $5::integer[])
          AS d(sku_id, location_id, slot, on_hand, reserved)
-    WHERE i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot";
+    WHERE i.sku_id = ANY ($1::bigint[]) AND i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot";
 
 /// Lock the rows the deltas touch, in lock order, then apply them. The
 /// CHECK constraints (0 <= reserved <= on_hand) guard every row.

@@ -1,0 +1,405 @@
+//! Load driver: orders per second and latency percentiles for place_order
+//! against its baselines, in one run on one cluster, plus the contention
+//! scenario for hot-stock mode. Shows progress every second; writes a
+//! markdown report and SVG charts.
+//!
+//!   cargo run --release -p storefront-benches --bin load -- \
+//!       --url postgres://postgres:storefront@127.0.0.1:28815 --seconds 10 --out book/src/benchmarks
+//!
+//! Scenarios:
+//! 1. random 1-3 line orders over 2,000 SKUs (no contention to speak of) at
+//!    1, 8 and 32 clients, for the extension, the PL/pgSQL baseline and the
+//!    client-side transaction; pgbench's tpcb-like script on the same
+//!    cluster at the same client counts as the floor;
+//! 2. 32 clients buying one unit each: of 32 different SKUs (uncontended),
+//!    all of one normal SKU, all of one hot-stock SKU (32 slots).
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::fmt::Write as _;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use storefront_benches::*;
+
+struct Args {
+    url: String,
+    seconds: u64,
+    clients: Vec<usize>,
+    out: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        url: std::env::var("STOREFRONT_BENCH_URL").unwrap_or_else(|_| "postgres://postgres:storefront@127.0.0.1:28815".into()),
+        seconds: 10,
+        clients: vec![1, 8, 32],
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--url" => a.url = val(),
+            "--seconds" => a.seconds = val().parse().expect("--seconds N"),
+            "--clients" => a.clients = val().split(',').map(|c| c.parse().expect("--clients 1,8,32")).collect(),
+            "--out" => a.out = Some(val()),
+            other => panic!("unknown argument {other}; see the header of benches/src/bin/load.rs"),
+        }
+    }
+    a
+}
+
+#[derive(Debug, Clone)]
+struct Result_ {
+    label: String,
+    clients: usize,
+    errors: u64,
+    per_sec: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// Run `clients` tasks for `seconds` (after a 2 s warm-up), each calling
+/// `op` in a loop on its own connection.
+async fn run<F, Fut>(label: &str, base: &str, db: &str, clients: usize, seconds: u64, op: F) -> Result_
+where
+    F: Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send,
+{
+    let pool = pool(base, db, clients as u32).await;
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let lat: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let pool = pool.clone();
+        let (measuring, stop, count, errors, lat, op) =
+            (measuring.clone(), stop.clone(), count.clone(), errors.clone(), lat.clone(), op.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = pool.acquire().await.expect("connection");
+            let mut mine = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (r, back) = op(c, i, conn).await;
+                conn = back;
+                i += 1;
+                if measuring.load(Ordering::Relaxed) {
+                    match r {
+                        Ok(()) => {
+                            mine.push(t.elapsed().as_micros() as u64);
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            lat.lock().expect("latencies").extend(mine);
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    for s in 1..=seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let n = count.load(Ordering::Relaxed);
+        eprint!("\r  {label:<34} clients {clients:>2}: {s:>3}/{seconds} s  {:>8.0} /s   ", n as f64 / start.elapsed().as_secs_f64());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    measuring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    pool.close().await;
+    let mut l = lat.lock().expect("latencies").clone();
+    l.sort_unstable();
+    let r = Result_ {
+        label: label.to_string(),
+        clients,
+        errors: errors.load(Ordering::Relaxed),
+        per_sec: l.len() as f64 / elapsed,
+        p50_us: percentile(&l, 0.50),
+        p99_us: percentile(&l, 0.99),
+    };
+    eprintln!("\r  {label:<34} clients {clients:>2}: {:>8.0} /s  p50 {:>6} µs  p99 {:>6} µs  errors {}", r.per_sec, r.p50_us, r.p99_us, r.errors);
+    r
+}
+
+/// pgbench's built-in tpcb-like script: the floor.
+fn pgbench(base: &str, clients: usize, seconds: u64) -> Result_ {
+    let (user, password, host, port) = split_url(base);
+    let env = |c: &mut Command| {
+        c.env("PGPASSWORD", &password).args(["-h", &host, "-p", &port, "-U", &user]);
+    };
+    let dir = std::env::temp_dir().join(format!("sf-pgbench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("pgbench log dir");
+    let mut cmd = Command::new("pgbench");
+    env(&mut cmd);
+    cmd.current_dir(&dir).args([
+        "-n",
+        "-b",
+        "tpcb-like",
+        "-c",
+        &clients.to_string(),
+        "-j",
+        &clients.min(4).to_string(),
+        "-T",
+        &seconds.to_string(),
+        "-l",
+        "sf_pgbench",
+    ]);
+    eprint!("  {:<34} clients {clients:>2}: running {seconds} s", "pgbench tpcb-like (floor)");
+    let out = cmd.output().expect("pgbench on PATH (postgresql-client-15)");
+    assert!(out.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .expect("pgbench tps");
+    let mut lat: Vec<u64> = Vec::new();
+    for f in std::fs::read_dir(&dir).expect("pgbench logs").flatten() {
+        let body = std::fs::read_to_string(f.path()).unwrap_or_default();
+        lat.extend(body.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    lat.sort_unstable();
+    let r = Result_ {
+        label: "pgbench tpcb-like (floor)".into(),
+        clients,
+        errors: 0,
+        per_sec: tps,
+        p50_us: percentile(&lat, 0.5),
+        p99_us: percentile(&lat, 0.99),
+    };
+    eprintln!("\r  {:<34} clients {clients:>2}: {:>8.0} /s  p50 {:>6} µs  p99 {:>6} µs", r.label, r.per_sec, r.p50_us, r.p99_us);
+    r
+}
+
+fn split_url(base: &str) -> (String, String, String, String) {
+    let rest = base.trim_start_matches("postgres://").trim_start_matches("postgresql://");
+    let (auth, hostport) = rest.split_once('@').unwrap_or(("postgres", rest));
+    let (user, password) = auth.split_once(':').unwrap_or((auth, ""));
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5432"));
+    (user.into(), password.into(), host.into(), port.into())
+}
+
+fn pgbench_init(base: &str) {
+    let (user, password, host, port) = split_url(base);
+    let admin = |sql: &str| {
+        let st = Command::new("psql")
+            .env("PGPASSWORD", &password)
+            .args(["-X", "-q", "-h", &host, "-p", &port, "-U", &user, "-d", "postgres", "-c", sql])
+            .status()
+            .expect("psql");
+        assert!(st.success(), "{sql}");
+    };
+    admin("DROP DATABASE IF EXISTS sf_pgbench WITH (FORCE)");
+    admin("CREATE DATABASE sf_pgbench");
+    let st = Command::new("pgbench")
+        .env("PGPASSWORD", &password)
+        .args(["-i", "-q", "-s", "10", "-h", &host, "-p", &port, "-U", &user, "sf_pgbench"])
+        .output()
+        .expect("pgbench -i");
+    assert!(st.status.success(), "pgbench -i failed");
+}
+
+fn order_op(imp: Impl) -> impl Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send>> + Send + Sync + Clone + 'static {
+    move |client, i, mut conn| {
+        Box::pin(async move {
+            let mut rng = SmallRng::seed_from_u64((client as u64) << 32 | i);
+            let lines = rng.gen_range(1..=3);
+            let items = random_items(&mut rng, lines);
+            let customer = rng.gen_range(1..=CUSTOMERS);
+            let r = place(imp, &mut conn, customer, &items).await.map(|_| ());
+            (r, conn)
+        })
+    }
+}
+
+fn contention_op(sku_of: fn(usize) -> String) -> impl Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send>> + Send + Sync + Clone + 'static {
+    move |client, _i, mut conn| {
+        Box::pin(async move {
+            let items = items_for(&sku_of(client));
+            let customer = client as i64 % CUSTOMERS + 1;
+            let r = place(Impl::Extension, &mut conn, customer, &items).await.map(|_| ());
+            (r, conn)
+        })
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = parse_args();
+    let db = "sf_bench";
+    eprintln!("storefront load driver: {} s per scenario (+2 s warm-up), clients {:?}", args.seconds, args.clients);
+    eprintln!("setting up {db} ({SKUS} SKUs, {CUSTOMERS} customers) and sf_pgbench (scale 10) ...");
+    setup(&args.url, db).await;
+    pgbench_init(&args.url);
+    // warm the server (shared buffers, plan caches) before measuring
+    run("warm-up", &args.url, db, 4, 5, order_op(Impl::Extension)).await;
+
+    let mut throughput = Vec::new();
+    eprintln!("\n1. random 1-3 line orders");
+    // the order of implementations rotates per client count, so none is
+    // always first (or last) after the setup
+    for (round, &c) in args.clients.iter().enumerate() {
+        for k in 0..Impl::ALL.len() {
+            let imp = Impl::ALL[(k + round) % Impl::ALL.len()];
+            throughput.push((imp.short(), run(imp.name(), &args.url, db, c, args.seconds, order_op(imp)).await));
+        }
+        throughput.push(("pgbench", pgbench(&args.url, c, args.seconds)));
+    }
+
+    eprintln!("\n2. contention: 32 clients, one unit per order");
+    let mut contention = Vec::new();
+    let cases: [(&str, fn(usize) -> String); 3] = [
+        ("32 different SKUs (uncontended)", |c| format!("B-{}", c + 1)),
+        ("one SKU, normal mode", |_| "FLASH-NORMAL".to_string()),
+        ("one SKU, hot-stock mode (32 slots)", |_| "FLASH-HOT".to_string()),
+    ];
+    for (label, f) in cases {
+        contention.push(run(label, &args.url, db, 32, args.seconds, contention_op(f)).await);
+    }
+
+    let report = report(&args, &throughput, &contention);
+    println!("{report}");
+    if let Some(dir) = &args.out {
+        std::fs::write(format!("{dir}/orders-results.md"), &report).expect("write report");
+        std::fs::write(format!("{dir}/orders-throughput.svg"), throughput_svg(&args, &throughput)).expect("write chart");
+        std::fs::write(format!("{dir}/orders-contention.svg"), contention_svg(&contention)).expect("write chart");
+        eprintln!("wrote {dir}/orders-results.md, orders-throughput.svg, orders-contention.svg");
+    }
+}
+
+fn find<'a>(t: &'a [(&str, Result_)], key: &str, c: usize) -> Option<&'a Result_> {
+    t.iter().find(|(k, r)| *k == key && r.clients == c).map(|(_, r)| r)
+}
+
+fn report(args: &Args, throughput: &[(&str, Result_)], contention: &[Result_]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "<!-- generated by the load driver (benches/src/bin/load.rs); do not edit -->");
+    let _ = writeln!(s, "Run: {} s per scenario after a 2 s warm-up; orders of 1–3 random lines over {SKUS} SKUs.\n", args.seconds);
+    let _ = writeln!(s, "| clients | implementation | orders/s | p50 (ms) | p99 (ms) | errors | vs client-side | vs PL/pgSQL | vs pgbench tpcb-like |");
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for &c in &args.clients {
+        let client = find(throughput, "client", c).map(|r| r.per_sec).unwrap_or(f64::NAN);
+        let plpgsql = find(throughput, "plpgsql", c).map(|r| r.per_sec).unwrap_or(f64::NAN);
+        let floor = find(throughput, "pgbench", c).map(|r| r.per_sec).unwrap_or(f64::NAN);
+        for key in ["extension", "plpgsql", "client", "pgbench"] {
+            if let Some(r) = find(throughput, key, c) {
+                let _ = writeln!(
+                    s,
+                    "| {c} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2}× | {:.2}× | {:.2}× |",
+                    r.label,
+                    r.per_sec,
+                    r.p50_us as f64 / 1000.0,
+                    r.p99_us as f64 / 1000.0,
+                    r.errors,
+                    r.per_sec / client,
+                    r.per_sec / plpgsql,
+                    r.per_sec / floor
+                );
+            }
+        }
+    }
+    let base = contention.first().map(|r| r.per_sec).unwrap_or(f64::NAN);
+    let _ = writeln!(s, "\n| 32 clients, one unit each | orders/s | p50 (ms) | p99 (ms) | errors | vs uncontended |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for r in contention {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
+            r.label,
+            r.per_sec,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.errors,
+            100.0 * r.per_sec / base
+        );
+    }
+    s
+}
+
+const COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#718096", "#38a169"];
+
+fn bar_chart(title: &str, groups: &[String], series: &[&str], values: &[Vec<f64>], unit: &str) -> String {
+    let (w, h, left, bottom, top) = (760.0, 360.0, 70.0, 60.0, 40.0);
+    let max = values.iter().flatten().cloned().fold(1.0, f64::max) * 1.1;
+    let plot_w = w - left - 20.0;
+    let plot_h = h - bottom - top;
+    let gw = plot_w / groups.len() as f64;
+    let bw = gw * 0.8 / series.len() as f64;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<text x="{}" y="22" text-anchor="middle" font-size="15">{title}</text>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>
+"#,
+        w / 2.0,
+        h - bottom,
+        w - 20.0,
+        h - bottom
+    );
+    for k in 0..=4 {
+        let v = max * k as f64 / 4.0;
+        let y = h - bottom - plot_h * k as f64 / 4.0;
+        let _ = writeln!(s, r##"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#e2e8f0"/><text x="{}" y="{:.1}" text-anchor="end">{:.0}</text>"##, w - 20.0, left - 6.0, y + 4.0, v);
+    }
+    let _ = writeln!(s, r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">{unit}</text>"#, top + plot_h / 2.0, top + plot_h / 2.0);
+    for (gi, g) in groups.iter().enumerate() {
+        let gx = left + gi as f64 * gw + gw * 0.1;
+        for (si, v) in values[gi].iter().enumerate() {
+            let bh = plot_h * v / max;
+            let x = gx + si as f64 * bw;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{}: {v:.0}</title></rect>"#,
+                h - bottom - bh,
+                bw * 0.92,
+                COLORS[si % COLORS.len()],
+                series[si]
+            );
+        }
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{g}</text>"#, left + gi as f64 * gw + gw / 2.0, h - bottom + 18.0);
+    }
+    for (si, name) in series.iter().enumerate() {
+        let x = left + si as f64 * 170.0;
+        let _ = writeln!(s, r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{name}</text>"#, h - 22.0, COLORS[si % COLORS.len()], x + 16.0, h - 12.0);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn throughput_svg(args: &Args, t: &[(&str, Result_)]) -> String {
+    let groups: Vec<String> = args.clients.iter().map(|c| format!("{c} client{}", if *c == 1 { "" } else { "s" })).collect();
+    let keys = ["extension", "plpgsql", "client", "pgbench"];
+    let values: Vec<Vec<f64>> = args
+        .clients
+        .iter()
+        .map(|&c| keys.iter().map(|k| find(t, k, c).map(|r| r.per_sec).unwrap_or(0.0)).collect())
+        .collect();
+    bar_chart(
+        "place_order throughput (1-3 line orders)",
+        &groups,
+        &["storefront (Rust)", "PL/pgSQL", "client-side txn", "pgbench tpcb-like"],
+        &values,
+        "orders (transactions) per second",
+    )
+}
+
+fn contention_svg(c: &[Result_]) -> String {
+    let groups: Vec<String> = vec!["32 clients".into()];
+    let values = vec![c.iter().map(|r| r.per_sec).collect::<Vec<_>>()];
+    let names: Vec<&str> = vec!["32 SKUs (uncontended)", "1 SKU, normal", "1 SKU, hot-stock"];
+    bar_chart("Flash sale: 32 clients buying one unit each", &groups, &names, &values, "orders per second")
+}
