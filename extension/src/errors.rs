@@ -32,6 +32,8 @@ pub enum Kind {
     UndefinedTable,
     /// 22004: a NULL where a value is required
     NullValue,
+    /// 22008: a date/time result outside PostgreSQL's range
+    DatetimeOverflow,
     /// 40001: a concurrent transaction got there first; retry the call
     SerializationFailure,
     /// XX000: a bug; never caused by the caller
@@ -52,6 +54,7 @@ impl Kind {
             Kind::UndefinedColumn => ERRCODE_UNDEFINED_COLUMN,
             Kind::UndefinedTable => ERRCODE_UNDEFINED_TABLE,
             Kind::NullValue => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Kind::DatetimeOverflow => ERRCODE_DATETIME_FIELD_OVERFLOW,
             Kind::SerializationFailure => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Kind::Internal => ERRCODE_INTERNAL_ERROR,
         }

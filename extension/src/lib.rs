@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod orders;
 pub mod schema;
 pub mod spi_util;
+pub mod timeseries;
 
 // The OLTP schema first: every function below refers to its tables and types.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
@@ -22,6 +23,7 @@ extension_sql_file!("../../sql/catalog.sql", name = "catalog", requires = ["sche
 extension_sql_file!("../../sql/inventory.sql", name = "inventory", requires = ["schema", "catalog"]);
 extension_sql_file!("../../sql/orders.sql", name = "orders", requires = ["schema"]);
 extension_sql_file!("../../sql/invariants.sql", name = "invariants", requires = ["schema"]);
+extension_sql_file!("../../sql/timeseries.sql", name = "timeseries", requires = ["schema"]);
 extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory"]);
 // Comments, privileges and pg_dump registration for everything above.
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
