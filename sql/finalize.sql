@@ -48,6 +48,59 @@ COMMENT ON FUNCTION order_timeline(bigint) IS
 COMMENT ON FUNCTION set_hot_stock(text, integer) IS
 'Turn hot-stock mode on for a SKU with n slots per location (1..64), or off with 0: its stock is split over slot rows that concurrent buyers claim with SKIP LOCKED. Live holds move with their units. Errors: 22023 slots out of range, 23503 unknown SKU.';
 
+COMMENT ON FUNCTION time_bucket(interval, timestamp with time zone) IS
+'The start of the bucket of width bucket_width holding ts, TimescaleDB semantics: buckets in UTC from origin 2000-01-03 (months: 2000-01-01); a width is months/years or days/time, positive. Errors: 22023 width <= 0 or mixing months with days or time.';
+COMMENT ON FUNCTION time_bucket(interval, timestamp without time zone) IS
+'time_bucket for timestamp: bucket start of width bucket_width (origin 2000-01-03; months: 2000-01-01).';
+COMMENT ON FUNCTION time_bucket(interval, timestamp with time zone, timestamp with time zone) IS
+'time_bucket with an explicit origin: buckets are aligned to origin (for month widths, to its year and month).';
+COMMENT ON FUNCTION time_bucket(interval, timestamp without time zone, timestamp without time zone) IS
+'time_bucket for timestamp with an explicit origin.';
+COMMENT ON FUNCTION time_bucket(interval, timestamp with time zone, interval) IS
+'time_bucket with an offset: time_bucket(width, ts - offset) + offset (arithmetic in UTC).';
+COMMENT ON FUNCTION time_bucket(interval, timestamp without time zone, interval) IS
+'time_bucket for timestamp with an offset: time_bucket(width, ts - offset) + offset.';
+COMMENT ON FUNCTION time_bucket(interval, timestamp with time zone, text, timestamp with time zone, interval) IS
+'time_bucket in a time zone: buckets align to local midnight and month starts in timezone, so a day bucket spanning a DST change lasts 23 or 25 hours. A NULL origin or offset means not given. Errors: 22023 unknown time zone or bad width.';
+COMMENT ON FUNCTION time_bucket(interval, date) IS
+'time_bucket for dates: fixed widths must be whole days (22023 otherwise); months as for timestamps.';
+COMMENT ON FUNCTION time_bucket(interval, date, date) IS
+'time_bucket for dates with an explicit origin date.';
+COMMENT ON FUNCTION time_bucket(interval, date, interval) IS
+'time_bucket for dates with an offset: (time_bucket(width, ts - offset) + offset)::date.';
+COMMENT ON FUNCTION time_bucket_series(interval, timestamp with time zone, timestamp with time zone) IS
+'Every bucket start from the bucket holding start up to the last one starting before finish (at most 1,000,000).';
+COMMENT ON FUNCTION time_bucket_series(interval, timestamp with time zone, timestamp with time zone, text) IS
+'time_bucket_series with buckets aligned to local time in a time zone.';
+COMMENT ON FUNCTION gapfill(interval, timestamp with time zone, timestamp with time zone, timestamp with time zone[], double precision[], text, text) IS
+'One row per bucket in [start, finish) with the value given for it in (times, vals), else NULL (fill ''none''), the last earlier value (''locf'') or the linear interpolation of its neighbours (''linear''). Errors: 22023 unknown fill, arrays of different length, two values in one bucket.';
+COMMENT ON FUNCTION locf_step(anyelement, anyelement) IS
+'Internal: transition function of the locf aggregate.';
+COMMENT ON AGGREGATE locf(anyelement) IS
+'Last non-NULL value so far; use as locf(value) OVER (ORDER BY bucket) to carry values forward across gaps.';
+COMMENT ON FUNCTION ensure_event_partitions(interval, interval, timestamp with time zone) IS
+'Create the daily partitions of storefront.event from from_time - behind to from_time + ahead (moving matching rows out of the default partition); returns how many it created.';
+COMMENT ON FUNCTION track_event(text, timestamp with time zone, bigint, jsonb) IS
+'Record one event (kind such as ''page_view'', time, customer or NULL, props object). Errors: 22023 bad kind or props.';
+COMMENT ON FUNCTION track_events(text[], timestamp with time zone[], bigint[], jsonb[]) IS
+'Record many events in one INSERT (arrays of equal length); returns how many. Errors: 22023 arrays of different length or a bad kind.';
+COMMENT ON FUNCTION rollup_watermark(text) IS
+'The watermark of a rollup: buckets before it are materialized. Used by the real-time views.';
+COMMENT ON FUNCTION rollup_invalidate() IS
+'Internal: statement trigger on rollup sources that logs changes below a rollup watermark for re-aggregation.';
+COMMENT ON FUNCTION set_retention(text, interval) IS
+'Keep this much of ''event'' (whole daily partitions) or of a rollup (its buckets); NULL removes the policy. Errors: 42704 unknown relation, 22023 keep <= 0.';
+COMMENT ON FUNCTION apply_retention(timestamp with time zone) IS
+'Drop what the retention policies call too old as of as_of: event partitions whose range ended, rollup buckets before the cutoff. Returns what it dropped per relation.';
+COMMENT ON FUNCTION run_maintenance(timestamp with time zone) IS
+'Periodic maintenance for pg_cron: create event partitions ahead, refresh every rollup (finer first), apply retention.';
+COMMENT ON FUNCTION create_rollup(text, text, text, interval, text[], text[], text) IS
+'Define a rollup of a source (or of a finer rollup) in buckets of bucket_width, grouped by group_columns, keeping aggregates (count, sum(c), min(c), max(c), avg(c)). Creates schema.name_buckets and the real-time view schema.name. Errors: 22023 bad name, width or aggregate, 42P01 unknown source, 42703 unknown column, 23505 name taken.';
+COMMENT ON FUNCTION refresh_rollup(text, timestamp with time zone) IS
+'Materialize a rollup''s complete buckets up to upto and re-aggregate buckets invalidated by late changes; returns the buckets written. Errors: 42704 unknown rollup.';
+COMMENT ON FUNCTION drop_rollup(text) IS
+'Drop a rollup (view, buckets, policy, and source triggers no other rollup needs). Errors: 42704 unknown rollup, 2BP01 a coarser rollup is built on it.';
+
 -- Row-lock waits are bounded: a caller gets 55P03 instead of queueing.
 -- The statements inside are kept prepared plans whose parameters (arrays of
 -- ids) do not change the best plan, so plan them once (generic plans), as
@@ -70,6 +123,23 @@ GRANT EXECUTE ON FUNCTION order_status_can_move(text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION seed_u(bigint, integer) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION invariant_detail(text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION max_restock_qty() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    time_bucket(interval, timestamp with time zone),
+    time_bucket(interval, timestamp without time zone),
+    time_bucket(interval, timestamp with time zone, timestamp with time zone),
+    time_bucket(interval, timestamp without time zone, timestamp without time zone),
+    time_bucket(interval, timestamp with time zone, interval),
+    time_bucket(interval, timestamp without time zone, interval),
+    time_bucket(interval, timestamp with time zone, text, timestamp with time zone, interval),
+    time_bucket(interval, date),
+    time_bucket(interval, date, date),
+    time_bucket(interval, date, interval),
+    time_bucket_series(interval, timestamp with time zone, timestamp with time zone),
+    time_bucket_series(interval, timestamp with time zone, timestamp with time zone, text),
+    gapfill(interval, timestamp with time zone, timestamp with time zone, timestamp with time zone[], double precision[], text, text),
+    locf_step(anyelement, anyelement),
+    locf(anyelement)
+  TO PUBLIC;
 
 -- --------------------------------------------------------------- pg_dump --
 -- Extension tables are skipped by pg_dump unless registered: register every
@@ -82,7 +152,8 @@ DECLARE
 BEGIN
     FOREACH t IN ARRAY ARRAY['category', 'product', 'sku', 'customer', 'inventory', 'inventory_slot', 'stock_movement',
                              'orders', 'order_line', 'reservation', 'payment',
-                             'order_status_history', 'outbox'] LOOP
+                             'order_status_history', 'outbox', 'event', 'event_default',
+                             'rollup', 'rollup_invalidation', 'retention_policy'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('@extschema@.%I', t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump('@extschema@.location'::regclass, $f$WHERE code <> 'main'$f$);

@@ -27,3 +27,10 @@ CREATE FUNCTION time_bucket(bucket_width interval, ts timestamptz, timezone text
                             origin timestamptz DEFAULT NULL, "offset" interval DEFAULT NULL)
     RETURNS timestamptz
     AS 'MODULE_PATHNAME', 'storefront_time_bucket_tz' LANGUAGE c IMMUTABLE PARALLEL SAFE;
+
+-- locf(value) OVER (ORDER BY bucket): the last non-NULL value so far, to
+-- carry values forward over a time_bucket_series LEFT JOIN.
+CREATE FUNCTION locf_step(state anyelement, value anyelement) RETURNS anyelement
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(value, state) $$;
+CREATE AGGREGATE locf(anyelement) (sfunc = locf_step, stype = anyelement);

@@ -30,6 +30,10 @@ pub enum Kind {
     UndefinedColumn,
     /// 42P01: undefined table
     UndefinedTable,
+    /// 42704: undefined object (a rollup name)
+    UndefinedObject,
+    /// 2BP01: something else depends on the object
+    DependentObjects,
     /// 22004: a NULL where a value is required
     NullValue,
     /// 22008: a date/time result outside PostgreSQL's range
@@ -54,6 +58,8 @@ impl Kind {
             Kind::UndefinedColumn => ERRCODE_UNDEFINED_COLUMN,
             Kind::UndefinedTable => ERRCODE_UNDEFINED_TABLE,
             Kind::NullValue => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            Kind::UndefinedObject => ERRCODE_UNDEFINED_OBJECT,
+            Kind::DependentObjects => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             Kind::DatetimeOverflow => ERRCODE_DATETIME_FIELD_OVERFLOW,
             Kind::SerializationFailure => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Kind::Internal => ERRCODE_INTERNAL_ERROR,

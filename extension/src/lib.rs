@@ -24,6 +24,8 @@ extension_sql_file!("../../sql/inventory.sql", name = "inventory", requires = ["
 extension_sql_file!("../../sql/orders.sql", name = "orders", requires = ["schema"]);
 extension_sql_file!("../../sql/invariants.sql", name = "invariants", requires = ["schema"]);
 extension_sql_file!("../../sql/timeseries.sql", name = "timeseries", requires = ["schema"]);
+extension_sql_file!("../../sql/events.sql", name = "events", requires = ["schema"]);
+extension_sql_file!("../../sql/rollups.sql", name = "rollups", requires = ["schema", "events"]);
 extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory"]);
 // Comments, privileges and pg_dump registration for everything above.
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);

@@ -1,0 +1,121 @@
+-- Events: an append-only, time-partitioned fact stream (page views, carts,
+-- checkouts...). One partition per UTC day, created ahead of time by
+-- ensure_event_partitions(); rows outside every partition land in
+-- event_default and are moved when their partition is created. Whole
+-- partitions are dropped by apply_retention().
+--
+-- No key and no foreign key: events are facts about visitors who may be
+-- anonymous (customer_id NULL) and outlive the rows they mention; a BRIN
+-- index on `at` serves time ranges at almost no ingestion cost.
+
+CREATE TABLE event (
+    at          timestamptz NOT NULL,
+    kind        text        NOT NULL,
+    customer_id bigint,
+    props       jsonb       NOT NULL DEFAULT '{}'
+) PARTITION BY RANGE (at);
+CREATE TABLE event_default PARTITION OF event DEFAULT;
+CREATE INDEX event_at_brin ON event USING brin (at);
+COMMENT ON TABLE event IS 'Events, partitioned by day on at (see ensure_event_partitions()).';
+
+-- Create the daily partitions covering [from_time - behind, from_time +
+-- ahead], moving any rows of those days out of the default partition.
+-- Returns how many partitions it created.
+CREATE FUNCTION ensure_event_partitions(ahead interval DEFAULT '7 days', behind interval DEFAULT '1 day',
+                                        from_time timestamptz DEFAULT now())
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = @extschema@, pg_temp
+AS $$
+DECLARE
+    d       timestamptz;
+    part    text;
+    created integer := 0;
+BEGIN
+    IF ahead IS NULL OR behind IS NULL OR from_time IS NULL
+       OR ahead < interval '0' OR behind < interval '0' OR ahead + behind > interval '3660 days' THEN
+        RAISE EXCEPTION 'partition window must be between 0 and 3660 days'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR d IN
+        SELECT generate_series(date_trunc('day', from_time - behind, 'UTC'),
+                               date_trunc('day', from_time + ahead, 'UTC'), interval '1 day')
+    LOOP
+        part := 'event_p' || to_char(d AT TIME ZONE 'UTC', 'YYYYMMDD');
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_class c
+                              WHERE c.relname = part AND c.relnamespace = '@extschema@'::regnamespace);
+        LOCK TABLE event_default IN ACCESS EXCLUSIVE MODE;
+        IF EXISTS (SELECT 1 FROM event_default e WHERE e.at >= d AND e.at < d + interval '1 day') THEN
+            -- rows of that day arrived before its partition: move them
+            IF to_regclass('pg_temp._event_moving') IS NULL THEN
+                CREATE TEMP TABLE _event_moving (LIKE event) ON COMMIT DROP;
+            END IF;
+            WITH moved AS (DELETE FROM event_default e WHERE e.at >= d AND e.at < d + interval '1 day' RETURNING e.*)
+            INSERT INTO _event_moving SELECT * FROM moved;
+            EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
+                           part, d, d + interval '1 day');
+            INSERT INTO event SELECT * FROM _event_moving;
+            TRUNCATE _event_moving;
+        ELSE
+            EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
+                           part, d, d + interval '1 day');
+        END IF;
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$$;
+
+CREATE FUNCTION track_event(kind text, at timestamptz DEFAULT now(), customer_id bigint DEFAULT NULL,
+                            props jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_variable
+BEGIN
+    IF kind IS NULL OR kind !~ '^[a-z][a-z0-9_.]{0,63}$' THEN
+        RAISE EXCEPTION 'invalid event kind "%"', coalesce(kind, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind has 1 to 64 lower-case letters, digits, "_" or ".", starting with a letter.';
+    END IF;
+    IF props IS NOT NULL AND jsonb_typeof(props) <> 'object' THEN
+        RAISE EXCEPTION 'event props must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO event (at, kind, customer_id, props)
+    VALUES (coalesce(at, now()), kind, customer_id, coalesce(props, '{}'));
+END
+$$;
+
+-- Batched ingestion: one call, one INSERT for many events (arrays of equal
+-- length). Returns the number of events written.
+CREATE FUNCTION track_events(kinds text[], ats timestamptz[], customer_ids bigint[] DEFAULT NULL,
+                             props jsonb[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+DECLARE
+    n integer := coalesce(cardinality(kinds), 0);
+    written bigint;
+BEGIN
+    IF coalesce(cardinality(ats), 0) <> n
+       OR (customer_ids IS NOT NULL AND cardinality(customer_ids) <> n)
+       OR (props IS NOT NULL AND cardinality(props) <> n) THEN
+        RAISE EXCEPTION 'event arrays must have the same length'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('kinds has %s elements, ats %s.', n, coalesce(cardinality(ats), 0));
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(kinds) k WHERE k IS NULL OR k !~ '^[a-z][a-z0-9_.]{0,63}$') THEN
+        RAISE EXCEPTION 'invalid event kind in batch'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'An event kind has 1 to 64 lower-case letters, digits, "_" or ".", starting with a letter.';
+    END IF;
+    INSERT INTO event (at, kind, customer_id, props)
+    SELECT coalesce(e.at, now()), e.kind, e.customer_id, coalesce(e.props, '{}')
+    FROM unnest(kinds, ats, coalesce(customer_ids, array_fill(NULL::bigint, ARRAY[n])),
+                coalesce(props, array_fill(NULL::jsonb, ARRAY[n]))) AS e(kind, at, customer_id, props);
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
