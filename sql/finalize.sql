@@ -101,6 +101,15 @@ COMMENT ON FUNCTION refresh_rollup(text, timestamp with time zone) IS
 COMMENT ON FUNCTION drop_rollup(text) IS
 'Drop a rollup (view, buckets, policy, and source triggers no other rollup needs). Errors: 42704 unknown rollup, 2BP01 a coarser rollup is built on it.';
 
+COMMENT ON FUNCTION dashboard_page_views(timestamp with time zone, timestamp with time zone, interval) IS
+'Grafana time series: page views per bucket (default hourly) over [from_time, to_time); empty buckets are 0.';
+COMMENT ON FUNCTION dashboard_orders(timestamp with time zone, timestamp with time zone, interval) IS
+'Grafana time series: orders placed per bucket (default per minute) over [from_time, to_time).';
+COMMENT ON FUNCTION dashboard_revenue(timestamp with time zone, timestamp with time zone, interval) IS
+'Grafana time series: revenue of paid, shipped and delivered orders per bucket (default hourly), one series (metric) per currency.';
+COMMENT ON FUNCTION dashboard_funnel(timestamp with time zone, timestamp with time zone) IS
+'Grafana time series: the daily funnel page views -> add to cart -> orders, with step conversion rates in percent.';
+
 -- Row-lock waits are bounded: a caller gets 55P03 instead of queueing.
 -- The statements inside are kept prepared plans whose parameters (arrays of
 -- ids) do not change the best plan, so plan them once (generic plans), as

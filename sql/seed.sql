@@ -15,7 +15,9 @@
 --   * for every order: lines with price snapshots, reservations, payments,
 --     status history and outbox rows exactly as the API would have written
 --     them, and inventory whose levels and ledger agree (check_invariants()
---     passes on the result).
+--     passes on the result);
+--   * ~4.7M events (page views, carts, checkouts) in daily partitions: the
+--     sessions behind every order and as many that bought nothing.
 -- Randomness comes from hashint8extended() of row numbers, so the same scale
 -- and anchor give the same data. Scale n multiplies every count by n.
 --
@@ -365,6 +367,32 @@ BEGIN
     SELECT sku_id, v_east, 20 + s % 50, 'restock', v_start - interval '10 days' FROM _seed_stock WHERE s % 5 = 0;
     RAISE NOTICE 'seed_demo_data: inventory written (%)', clock_timestamp() - t0;
 
+    -- ------------------------------------------------------------- events --
+    -- Sessions that led to an order: 3-10 page views in the half hour before
+    -- it, 1-2 add_to_cart, one checkout_started; and as many sessions again
+    -- that did not buy: 1-4 views, a cart 30% of the time.
+    PERFORM ensure_event_partitions(interval '2 days', (v_end - v_start) + interval '2 days', v_end);
+    INSERT INTO event (at, kind, customer_id, props)
+    SELECT f.placed_at - seed_u(f.o * 16 + k, 50) * interval '30 minutes', 'page_view', f.customer_id,
+           jsonb_build_object('path', '/product/' || (1 + floor(seed_u(f.o * 16 + k, 52) * n_products))::int)
+    FROM _seed_fate f CROSS JOIN LATERAL generate_series(1, 3 + floor(seed_u(f.o, 51) * 8)::int) AS k
+    UNION ALL
+    SELECT f.placed_at - seed_u(f.o * 4 + k, 53) * interval '10 minutes', 'add_to_cart', f.customer_id, '{}'
+    FROM _seed_fate f CROSS JOIN LATERAL generate_series(1, 1 + (seed_u(f.o, 54) < 0.5)::int) AS k
+    UNION ALL
+    SELECT f.placed_at - interval '1 minute', 'checkout_started', f.customer_id, '{}'
+    FROM _seed_fate f
+    UNION ALL
+    SELECT so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours', 'page_view', NULL,
+           jsonb_build_object('path', '/product/' || (1 + floor(seed_u(so.o * 8 + k, 56) * n_products))::int)
+    FROM _seed_order so CROSS JOIN LATERAL generate_series(1, 1 + floor(seed_u(so.o, 57) * 4)::int) AS k
+    WHERE so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours' < v_end
+    UNION ALL
+    SELECT so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours' + interval '2 minutes', 'add_to_cart', NULL, '{}'
+    FROM _seed_order so
+    WHERE seed_u(so.o, 58) < 0.3 AND so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours' < v_end;
+    RAISE NOTICE 'seed_demo_data: events written (%)', clock_timestamp() - t0;
+
     RETURN QUERY
     SELECT x.entity, x.rows FROM (VALUES
         ('categories', (SELECT count(*) FROM category)),
@@ -376,7 +404,8 @@ BEGIN
         ('reservations', (SELECT count(*) FROM reservation)),
         ('payments', (SELECT count(*) FROM payment)),
         ('status changes', (SELECT count(*) FROM order_status_history)),
-        ('outbox events', (SELECT count(*) FROM outbox))
+        ('outbox events', (SELECT count(*) FROM outbox)),
+        ('events', (SELECT count(*) FROM event))
     ) AS x(entity, rows);
     RAISE NOTICE 'seed_demo_data: done in %', clock_timestamp() - t0;
 END

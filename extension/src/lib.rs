@@ -26,7 +26,12 @@ extension_sql_file!("../../sql/invariants.sql", name = "invariants", requires = 
 extension_sql_file!("../../sql/timeseries.sql", name = "timeseries", requires = ["schema"]);
 extension_sql_file!("../../sql/events.sql", name = "events", requires = ["schema"]);
 extension_sql_file!("../../sql/rollups.sql", name = "rollups", requires = ["schema", "events"]);
-extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory"]);
+extension_sql_file!(
+    "../../sql/dashboards.sql",
+    name = "dashboards",
+    requires = ["schema", "events", "timeseries", timeseries::time_bucket_series]
+);
+extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory", "events"]);
 // Comments, privileges and pg_dump registration for everything above.
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 

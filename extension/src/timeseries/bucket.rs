@@ -47,7 +47,7 @@ impl Width {
 impl fmt::Display for Width {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts: Vec<String> = Vec::new();
-        let plural = |n: i64, one: &str, many: &str| format!("{n} {}", if n == 1 || n == -1 { one } else { many });
+        let plural = |n: i64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let (years, months) = (self.months / 12, self.months % 12);
         if years != 0 {
             parts.push(plural(years as i64, "year", "years"));
@@ -382,7 +382,8 @@ mod tests {
         assert_eq!(bucket_ts(Plan::Months(12), t, Some(origin)), Ok(ts(2024, 2, 1, 0, 0)));
         // before the origin
         assert_eq!(bucket_ts(Plan::Months(12), ts(1999, 3, 1, 0, 0), None), Ok(ts(1999, 1, 1, 0, 0)));
-        assert_eq!(bucket_ts(Plan::Months(5), ts(1999, 12, 31, 23, 59), None), Ok(ts(1999, 10, 1, 0, 0)));
+        // 5-month buckets from January 2000 go back to August 1999
+        assert_eq!(bucket_ts(Plan::Months(5), ts(1999, 12, 31, 23, 59), None), Ok(ts(1999, 8, 1, 0, 0)));
     }
 
     #[test]

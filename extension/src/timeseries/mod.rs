@@ -170,7 +170,7 @@ impl Grid {
 /// Every bucket start in [start, finish): the bucket holding `start` and
 /// each following one that starts before `finish`.
 #[pg_extern(name = "time_bucket_series", immutable, strict, parallel_safe)]
-fn time_bucket_series(
+pub fn time_bucket_series(
     bucket_width: Interval,
     start: TimestampWithTimeZone,
     finish: TimestampWithTimeZone,
@@ -258,4 +258,128 @@ fn gapfill(
         .filter_map(|(b, v)| TimestampWithTimeZone::try_from(b).ok().map(|b| (b, v)))
         .collect();
     Ok(TableIterator::new(rows))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    type R = Result<(), pgrx::spi::Error>;
+
+    /// time_bucket agrees with date_bin wherever date_bin is defined (fixed
+    /// widths), over random times, widths and origins, both types.
+    #[pg_test]
+    fn agrees_with_date_bin() -> R {
+        let bad = Spi::get_one::<i64>(
+            "WITH r AS (
+               SELECT timestamptz '1900-01-01 00:00+00' + random() * interval '250 years' AS ts,
+                      (ARRAY[interval '1 second', '7 seconds', '1 minute', '15 minutes', '1 hour',
+                             '90 minutes', '1 day', '7 days', '3 days 7 hours'])[1 + floor(random() * 9)::int] AS w,
+                      timestamptz '1970-01-01 00:00+00' + random() * interval '100 years' AS origin
+               FROM generate_series(1, 20000))
+             SELECT count(*) FROM r
+             WHERE storefront.time_bucket(w, ts) <> date_bin(w, ts, timestamptz '2000-01-03 00:00+00')
+                OR storefront.time_bucket(w, ts, origin) <> date_bin(w, ts, origin)
+                OR storefront.time_bucket(w, ts::timestamp) <> date_bin(w, ts::timestamp, timestamp '2000-01-03')",
+        )?;
+        assert_eq!(bad, Some(0));
+        Ok(())
+    }
+
+    #[pg_test]
+    fn months_and_offsets() -> R {
+        let r = Spi::get_one::<String>(
+            "SET LOCAL timezone = 'UTC';
+             SELECT concat_ws(' | ',
+               storefront.time_bucket('1 month', timestamptz '2024-05-17 13:45+00'),
+               storefront.time_bucket('3 months', timestamptz '2024-05-17 13:45+00'),
+               storefront.time_bucket('1 year', timestamptz '1999-03-01 00:00+00'),
+               storefront.time_bucket('1 hour', timestamptz '2024-01-01 10:05+00', interval '15 minutes'),
+               storefront.time_bucket('1 week', date '2024-03-17'),
+               storefront.time_bucket('1 month', date '2024-03-17', interval '1 day'))",
+        )?;
+        assert_eq!(
+            r.as_deref(),
+            Some(
+                "2024-05-01 00:00:00+00 | 2024-04-01 00:00:00+00 | 1999-01-01 00:00:00+00 | \
+                 2024-01-01 09:15:00+00 | 2024-03-11 | 2024-03-02"
+            )
+        );
+        Ok(())
+    }
+
+    /// Day buckets in a zone align to local midnight and last 23 or 25
+    /// hours across DST changes.
+    #[pg_test]
+    fn time_zone_buckets_follow_local_days() -> R {
+        let lengths = Spi::get_one::<String>(
+            "SELECT string_agg(len::text, ',' ORDER BY b) FROM (
+               SELECT b, extract(epoch FROM lead(b) OVER (ORDER BY b) - b)::bigint AS len
+               FROM (SELECT DISTINCT storefront.time_bucket('1 day', t, 'America/New_York') AS b
+                     FROM generate_series(timestamptz '2021-03-13 12:00+00', '2021-03-16 12:00+00', '1 hour') t) d
+             ) x WHERE len IS NOT NULL",
+        )?;
+        assert_eq!(lengths.as_deref(), Some("86400,82800,86400"));
+        let fall = Spi::get_one::<f64>(
+            "SELECT extract(epoch FROM storefront.time_bucket('1 day', timestamptz '2021-11-08 12:00+00', 'America/New_York')
+                                   - storefront.time_bucket('1 day', timestamptz '2021-11-07 12:00+00', 'America/New_York'))::float8",
+        )?;
+        assert_eq!(fall, Some(90000.0));
+        // the same as bucketing the local time by hand
+        let mismatches = Spi::get_one::<i64>(
+            "SELECT count(*) FROM generate_series(timestamptz '2020-01-01', '2022-12-31', '97 minutes') t
+             WHERE storefront.time_bucket('1 day', t, 'Europe/Berlin')
+                   <> (storefront.time_bucket('1 day', t AT TIME ZONE 'Europe/Berlin') AT TIME ZONE 'Europe/Berlin')
+                OR storefront.time_bucket('1 month', t, 'Asia/Kolkata')
+                   <> (storefront.time_bucket('1 month', t AT TIME ZONE 'Asia/Kolkata') AT TIME ZONE 'Asia/Kolkata')",
+        )?;
+        assert_eq!(mismatches, Some(0));
+        Ok(())
+    }
+
+    /// The time-zone form is not STRICT: NULL origin or offset mean "not
+    /// given"; NULL width, time or zone give NULL. Infinity passes through.
+    #[pg_test]
+    fn nulls_and_infinity() -> R {
+        let r = Spi::get_three::<bool, bool, bool>(
+            "SELECT storefront.time_bucket('1 day', timestamptz '2024-01-05 10:00+00', 'UTC', NULL, NULL)
+                      = storefront.time_bucket('1 day', timestamptz '2024-01-05 10:00+00', 'UTC'),
+                    storefront.time_bucket('1 day', NULL::timestamptz, 'UTC') IS NULL
+                      AND storefront.time_bucket('1 day', now(), NULL::text) IS NULL,
+                    storefront.time_bucket('1 hour', timestamptz 'infinity') = 'infinity'
+                      AND storefront.time_bucket('1 month', timestamptz '-infinity') = '-infinity'",
+        )?;
+        assert_eq!(r, (Some(true), Some(true), Some(true)));
+        let strict = Spi::get_one::<i64>(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'time_bucket'
+               AND pronamespace = 'storefront'::regnamespace AND NOT proisstrict",
+        )?;
+        assert_eq!(strict, Some(1), "only the time-zone form is not STRICT");
+        Ok(())
+    }
+
+    #[pg_test(error = "bucket width cannot mix months with days or time")]
+    fn months_cannot_mix() -> R {
+        Spi::run("SELECT storefront.time_bucket('1 month 2 days', now())")
+    }
+
+    #[pg_test]
+    fn gapfill_and_locf() -> R {
+        let filled = Spi::get_one::<String>(
+            "SELECT string_agg(coalesce(value::text, '-'), ' ' ORDER BY bucket)
+             FROM storefront.gapfill('1 hour', '2024-01-01 00:00+00', '2024-01-01 05:00+00',
+                                     ARRAY['2024-01-01 01:10+00', '2024-01-01 03:00+00']::timestamptz[],
+                                     ARRAY[10, 30]::float8[], 'locf')",
+        )?;
+        assert_eq!(filled.as_deref(), Some("- 10 10 30 30"));
+        let carried = Spi::get_one::<String>(
+            "SELECT string_agg(coalesce(v::text, '-'), ' ' ORDER BY b)
+             FROM (SELECT b, storefront.locf(x.v) OVER (ORDER BY b) AS v
+                   FROM storefront.time_bucket_series('1 day', '2024-01-01', '2024-01-05') b
+                   LEFT JOIN (VALUES (timestamptz '2024-01-02', 7)) x(t, v) ON x.t = b) s",
+        )?;
+        assert_eq!(carried.as_deref(), Some("- 7 7 7"));
+        Ok(())
+    }
 }
