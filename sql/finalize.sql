@@ -94,7 +94,7 @@ COMMENT ON FUNCTION apply_retention(timestamp with time zone) IS
 'Drop what the retention policies call too old as of as_of: event partitions whose range ended, rollup buckets before the cutoff. Returns what it dropped per relation.';
 COMMENT ON FUNCTION run_maintenance(timestamp with time zone) IS
 'Periodic maintenance for pg_cron: create event partitions ahead, refresh every rollup (finer first), apply retention.';
-COMMENT ON FUNCTION create_rollup(text, text, text, interval, text[], text[], text) IS
+COMMENT ON FUNCTION create_rollup(text, regclass, text, interval, text[], text[], text) IS
 'Define a rollup of a source (or of a finer rollup) in buckets of bucket_width, grouped by group_columns, keeping aggregates (count, sum(c), min(c), max(c), avg(c)). Creates schema.name_buckets and the real-time view schema.name. Errors: 22023 bad name, width or aggregate, 42P01 unknown source, 42703 unknown column, 23505 name taken.';
 COMMENT ON FUNCTION refresh_rollup(text, timestamp with time zone) IS
 'Materialize a rollup''s complete buckets up to upto and re-aggregate buckets invalidated by late changes; returns the buckets written. Errors: 42704 unknown rollup.';

@@ -1,7 +1,9 @@
 //! Scheduling with pg_cron (Debian's postgresql-15-cron): the test cluster
-//! preloads pg_cron with jobs in background workers; a job runs
-//! expire_reservations() every minute in this database and an order whose
-//! hold ended moves to `expired` without anyone calling anything.
+//! preloads pg_cron with jobs in background workers. Two jobs run every
+//! minute in this database, as the book documents: expire_reservations()
+//! (an order whose hold ended moves to `expired` without anyone calling
+//! anything) and run_maintenance() (event partitions appear ahead, a rollup
+//! is refreshed).
 
 use sqlx::Executor;
 use std::time::{Duration, Instant};
@@ -25,9 +27,27 @@ async fn pg_cron_expires_holds() {
     .await
     .unwrap();
 
+    pool.execute(
+        "CREATE TABLE visits (at timestamptz NOT NULL);
+         INSERT INTO visits SELECT now() - i * interval '1 minute' FROM generate_series(1, 300) i;
+         SELECT storefront.create_rollup('visits_5min', 'visits', 'at', '5 minutes');",
+    )
+    .await
+    .unwrap();
     let admin = connect("postgres", 1).await;
     admin.execute("CREATE EXTENSION IF NOT EXISTS pg_cron").await.expect("pg_cron is preloaded in the test cluster");
-    admin.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = 'sf-test-expire'").await.unwrap();
+    admin
+        .execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname IN ('sf-test-expire', 'sf-test-maintenance')")
+        .await
+        .unwrap();
+    let maintenance: i64 = sqlx::query_scalar(
+        "SELECT cron.schedule_in_database('sf-test-maintenance', '* * * * *',
+                                          'SELECT * FROM storefront.run_maintenance()', $1)",
+    )
+    .bind(db)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
     // the statement the book documents, in this database
     let job: i64 = sqlx::query_scalar(
         "SELECT cron.schedule_in_database('sf-test-expire', '* * * * *',
@@ -56,7 +76,36 @@ async fn pg_cron_expires_holds() {
         .fetch_all(&admin)
         .await
         .unwrap();
-    admin.execute("SELECT cron.unschedule('sf-test-expire')").await.unwrap();
+    // maintenance ran too (same minute tick): partitions ahead, rollup refreshed
+    let mut refreshed = false;
+    while started.elapsed() < Duration::from_secs(150) && !refreshed {
+        refreshed = sqlx::query_scalar("SELECT watermark > '-infinity' FROM storefront.rollup WHERE name = 'visits_5min'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if !refreshed {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    let maintenance_runs: Vec<String> = sqlx::query_scalar("SELECT status FROM cron.job_run_details WHERE jobid = $1")
+        .bind(maintenance)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+    admin.execute("SELECT cron.unschedule('sf-test-expire'); SELECT cron.unschedule('sf-test-maintenance');").await.unwrap();
+    assert!(refreshed, "run_maintenance did not refresh the rollup; runs: {maintenance_runs:?}");
+    let partitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'storefront.event'::regclass",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(partitions >= 8, "{partitions} event partitions after maintenance");
+    let materialized: i64 = sqlx::query_scalar("SELECT coalesce(sum(n), 0)::bigint FROM storefront_rollups.visits_5min_buckets")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(materialized > 0);
     assert_eq!(status, "expired", "pg_cron did not expire the order in time; job runs: {runs:?}");
     assert!(runs.iter().any(|r| r == "succeeded"), "job runs: {runs:?}");
     let available: i32 = sqlx::query_scalar("SELECT available FROM storefront.stock('CRON-1')").fetch_one(&pool).await.unwrap();

@@ -483,7 +483,7 @@ fn undefined_column(col: &str, rel: &str) -> StoreError {
 #[allow(clippy::too_many_arguments)]
 fn create_rollup_inner(
     name: Option<&str>,
-    source: Option<&str>,
+    source: Option<pgrx::pg_sys::Oid>,
     time_column: Option<&str>,
     bucket_width: Option<Interval>,
     group_columns: Option<Vec<Option<String>>>,
@@ -509,10 +509,10 @@ fn create_rollup_inner(
         .collect();
 
     Spi::connect_mut(|client| {
-        // the source relation (42P01 from PostgreSQL when it does not exist)
+        // the source relation (a regclass: resolved, or 42P01, by the caller)
         let t = client.update(
             "SELECT c.oid, format('%I.%I', n.nspname, c.relname) FROM pg_class c
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::regclass",
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
             Some(1),
             &[source.into()],
         )?;
@@ -667,14 +667,14 @@ fn create_rollup_inner(
 #[search_path(@extschema@, pg_temp)]
 fn create_rollup(
     name: Option<&str>,
-    source: Option<&str>,
+    source: Option<pgrx::PgRelation>,
     time_column: Option<&str>,
     bucket_width: Option<Interval>,
     group_columns: default!(Option<Vec<Option<String>>>, "'{}'"),
     aggregates: default!(Option<Vec<Option<String>>>, "'{count}'"),
     schema: default!(Option<&str>, "'storefront_rollups'"),
 ) -> Result<String, ErrorReport> {
-    report(create_rollup_inner(name, source, time_column, bucket_width, group_columns, aggregates, schema))
+    report(create_rollup_inner(name, source.map(|r| r.oid()), time_column, bucket_width, group_columns, aggregates, schema))
 }
 
 fn refresh_inner(name: Option<&str>, upto: Option<TimestampWithTimeZone>) -> StoreResult<i64> {
