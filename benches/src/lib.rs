@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 pub const BASELINE_SQL: &str = include_str!("../baselines/place_order_plpgsql.sql");
@@ -268,3 +269,54 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
 }
+
+const COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#718096", "#38a169"];
+
+/// A grouped bar chart as an SVG document.
+pub fn bar_chart(title: &str, groups: &[String], series: &[&str], values: &[Vec<f64>], unit: &str) -> String {
+    let (w, h, left, bottom, top) = (760.0, 360.0, 70.0, 60.0, 40.0);
+    let max = values.iter().flatten().cloned().fold(1.0, f64::max) * 1.1;
+    let plot_w = w - left - 20.0;
+    let plot_h = h - bottom - top;
+    let gw = plot_w / groups.len() as f64;
+    let bw = gw * 0.8 / series.len() as f64;
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<text x="{}" y="22" text-anchor="middle" font-size="15">{title}</text>
+<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>
+"#,
+        w / 2.0,
+        h - bottom,
+        w - 20.0,
+        h - bottom
+    );
+    for k in 0..=4 {
+        let v = max * k as f64 / 4.0;
+        let y = h - bottom - plot_h * k as f64 / 4.0;
+        let _ = writeln!(s, r##"<line x1="{left}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#e2e8f0"/><text x="{}" y="{:.1}" text-anchor="end">{:.0}</text>"##, w - 20.0, left - 6.0, y + 4.0, v);
+    }
+    let _ = writeln!(s, r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">{unit}</text>"#, top + plot_h / 2.0, top + plot_h / 2.0);
+    for (gi, g) in groups.iter().enumerate() {
+        let gx = left + gi as f64 * gw + gw * 0.1;
+        for (si, v) in values[gi].iter().enumerate() {
+            let bh = plot_h * v / max;
+            let x = gx + si as f64 * bw;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="{}"><title>{}: {v:.0}</title></rect>"#,
+                h - bottom - bh,
+                bw * 0.92,
+                COLORS[si % COLORS.len()],
+                series[si]
+            );
+        }
+        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{g}</text>"#, left + gi as f64 * gw + gw / 2.0, h - bottom + 18.0);
+    }
+    for (si, name) in series.iter().enumerate() {
+        let x = left + si as f64 * 170.0;
+        let _ = writeln!(s, r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{}">{name}</text>"#, h - 22.0, COLORS[si % COLORS.len()], x + 16.0, h - 12.0);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
