@@ -22,6 +22,15 @@ fn bench(c: &mut Criterion) {
     let mut conn = rt
         .block_on(sqlx::PgConnection::connect(&url(&base, "sf_criterion")))
         .expect("connect");
+    // settle: a few seconds of orders before anything is measured
+    let mut rng = SmallRng::seed_from_u64(0);
+    let settle = std::time::Instant::now();
+    while settle.elapsed() < Duration::from_secs(10) {
+        let items = random_items(&mut rng, 3);
+        for imp in Impl::ALL {
+            rt.block_on(place(imp, &mut conn, 1, &items)).expect("order placed");
+        }
+    }
     let mut group = c.benchmark_group("place_order");
     group.measurement_time(Duration::from_secs(8));
     for lines in [1usize, 3, 10] {

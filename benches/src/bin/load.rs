@@ -272,6 +272,13 @@ async fn main() {
         contention.push(run(label, &args.url, db, 32, args.seconds, contention_op(f)).await);
     }
 
+    // leave nothing behind for autovacuum to chew on during later benchmarks
+    let admin = pool(&args.url, "postgres", 1).await;
+    for d in [db, "sf_pgbench"] {
+        sqlx::Executor::execute(&admin, format!("DROP DATABASE IF EXISTS {d} WITH (FORCE)").as_str())
+            .await
+            .expect("drop benchmark database");
+    }
     let report = report(&args, &throughput, &contention);
     println!("{report}");
     if let Some(dir) = &args.out {

@@ -91,14 +91,14 @@ async fn main() {
     pool.execute(
         format!(
             "CREATE TABLE ts_bench AS SELECT timestamptz '2024-01-01 00:00+00' + i * interval '3 seconds' AS ts
-             FROM generate_series(1, {}) i;
-             VACUUM ANALYZE ts_bench;",
+             FROM generate_series(1, {}) i",
             args.rows
         )
         .as_str(),
     )
     .await
     .expect("ts_bench");
+    pool.execute("VACUUM ANALYZE ts_bench").await.expect("vacuum");
     let cases = [
         ("scan only (floor)", "SELECT count(b) FROM (SELECT ts AS b FROM ts_bench) s"),
         ("date_bin('1 hour', ts, origin)", "SELECT count(b) FROM (SELECT date_bin('1 hour', ts, '2000-01-03') AS b FROM ts_bench) s"),
@@ -204,11 +204,11 @@ async fn main() {
          INSERT INTO storefront.event (at, kind, customer_id)
          SELECT timestamptz '2026-01-01 00:00+00' + i * interval '864 milliseconds',
                 (ARRAY['page_view', 'add_to_cart', 'checkout_started'])[1 + i % 3], i % 50000
-         FROM generate_series(0, 9999999) i;
-         VACUUM ANALYZE storefront.event;",
+         FROM generate_series(0, 9999999) i",
     )
     .await
     .expect("rollup source");
+    pool.execute("VACUUM ANALYZE storefront.event").await.expect("vacuum");
     let mut fulls = Vec::new();
     for r in 0..3 {
         pool.execute("SELECT storefront.drop_rollup(name) FROM storefront.rollup").await.expect("drop");

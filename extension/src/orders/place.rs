@@ -138,7 +138,11 @@ pub fn place_order(
         }
         other => other,
     };
-    let hash: Vec<u8> = Sha256::digest(canonical_request(&items, hold_micros).as_bytes()).to_vec();
+    // only keyed requests need the fingerprint
+    let hash: Vec<u8> = match key {
+        Some(_) => Sha256::digest(canonical_request(&items, hold_micros).as_bytes()).to_vec(),
+        None => Vec::new(),
+    };
 
     Spi::connect_mut(|client| {
         if let Some(key) = key {
