@@ -87,35 +87,5 @@ BEGIN
 END
 $$;
 
--- Batched ingestion: one call, one INSERT for many events (arrays of equal
--- length). Returns the number of events written.
-CREATE FUNCTION track_events(kinds text[], ats timestamptz[], customer_ids bigint[] DEFAULT NULL,
-                             props jsonb[] DEFAULT NULL)
-RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = @extschema@, pg_temp
-AS $$
-DECLARE
-    n integer := coalesce(cardinality(kinds), 0);
-    written bigint;
-BEGIN
-    IF coalesce(cardinality(ats), 0) <> n
-       OR (customer_ids IS NOT NULL AND cardinality(customer_ids) <> n)
-       OR (props IS NOT NULL AND cardinality(props) <> n) THEN
-        RAISE EXCEPTION 'event arrays must have the same length'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('kinds has %s elements, ats %s.', n, coalesce(cardinality(ats), 0));
-    END IF;
-    IF EXISTS (SELECT 1 FROM unnest(kinds) k WHERE k IS NULL OR k !~ '^[a-z][a-z0-9_.]{0,63}$') THEN
-        RAISE EXCEPTION 'invalid event kind in batch'
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'An event kind has 1 to 64 lower-case letters, digits, "_" or ".", starting with a letter.';
-    END IF;
-    INSERT INTO event (at, kind, customer_id, props)
-    SELECT coalesce(e.at, now()), e.kind, e.customer_id, coalesce(e.props, '{}')
-    FROM unnest(kinds, ats, coalesce(customer_ids, array_fill(NULL::bigint, ARRAY[n])),
-                coalesce(props, array_fill(NULL::jsonb, ARRAY[n]))) AS e(kind, at, customer_id, props);
-    GET DIAGNOSTICS written = ROW_COUNT;
-    RETURN written;
-END
-$$;
+-- Batched ingestion, track_events(), is in Rust (extension/src/timeseries/ingest.rs):
+-- it feeds the batch to PostgreSQL's COPY machinery.

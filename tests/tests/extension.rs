@@ -27,6 +27,10 @@ async fn create_drop_create() {
     )
     .await;
     assert_eq!(leftovers, 0);
+    // with event partitions made at run time, DROP EXTENSION takes them too
+    pool.execute("CREATE EXTENSION storefront; SELECT storefront.ensure_event_partitions();").await.unwrap();
+    pool.execute("DROP EXTENSION storefront").await.unwrap();
+    assert_eq!(count(&pool, objects).await, 0, "DROP EXTENSION left event partitions behind");
 
     pool.execute("CREATE EXTENSION storefront").await.unwrap();
     assert_eq!(count(&pool, objects).await, first, "second CREATE installs the same objects");
@@ -60,7 +64,13 @@ async fn dump_and_restore_round_trip() {
          SELECT storefront.upsert_product('DUMP-2', 'Dump Mug', 900, 'EUR');
          SELECT storefront.restock('DUMP-1', 5);
          SELECT storefront.restock('DUMP-2', 3, 'east');
-         SELECT storefront.register_customer('dump@example.com', 'pw', 'Dump Customer');",
+         SELECT storefront.register_customer('dump@example.com', 'pw', 'Dump Customer');
+         SELECT order_id FROM storefront.place_order(1, '[{\"sku\": \"DUMP-1\", \"qty\": 2}]', 'dump-key');
+         SELECT storefront.ensure_event_partitions('1 day', '2 days', '2026-05-10');
+         SELECT storefront.track_events(ARRAY['page_view', 'add_to_cart'],
+                                        ARRAY['2026-05-09 10:00+00', '2026-05-09 11:30+00']::timestamptz[]);
+         SELECT storefront.create_rollup('ev_hourly', 'storefront.event', 'at', '1 hour', '{kind}', '{count}', 'dumped');
+         SELECT storefront.refresh_rollup('ev_hourly', '2026-05-10');",
     )
     .await
     .unwrap();
@@ -83,6 +93,20 @@ async fn dump_and_restore_round_trip() {
 
     let restored = connect("sf_dump_dst", 2).await;
     assert_eq!(digest(&restored).await, before, "restored data differs");
+    // partitions, the rollup's buckets and its real-time view came back
+    let (events, buckets, view): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM storefront.event_p20260509),
+                (SELECT count(*) FROM dumped.ev_hourly_buckets),
+                (SELECT sum(n)::bigint FROM dumped.ev_hourly)",
+    )
+    .fetch_one(&restored)
+    .await
+    .expect("partitions and rollup restored");
+    assert_eq!((events, buckets, view), (2, 2, 2));
+    // and the source triggers: a late event is logged for the next refresh
+    restored.execute("SELECT storefront.track_event('page_view', '2026-05-09 10:30+00')").await.unwrap();
+    let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.rollup_invalidation").fetch_one(&restored).await.unwrap();
+    assert_eq!(logged, 1);
     // identity sequences were dumped too: new rows do not collide
     restored
         .execute(

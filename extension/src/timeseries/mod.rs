@@ -6,6 +6,7 @@
 pub mod bucket;
 pub mod fast;
 pub mod gapfill;
+pub mod ingest;
 pub mod rollup;
 pub mod zone;
 
