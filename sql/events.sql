@@ -6,7 +6,8 @@
 --
 -- No key and no foreign key: events are facts about visitors who may be
 -- anonymous (customer_id NULL) and outlive the rows they mention; a BRIN
--- index on `at` serves time ranges at almost no ingestion cost.
+-- index on `at` in each partition serves time ranges at almost no
+-- ingestion cost.
 
 CREATE TABLE event (
     at          timestamptz NOT NULL,
@@ -15,7 +16,10 @@ CREATE TABLE event (
     props       jsonb       NOT NULL DEFAULT '{}'
 ) PARTITION BY RANGE (at);
 CREATE TABLE event_default PARTITION OF event DEFAULT;
-CREATE INDEX event_at_brin ON event USING brin (at);
+-- BRIN indexes are made per partition (here and in ensure_event_partitions),
+-- not on the parent: a partitioned index owned by the extension would clash
+-- with pg_dump's restore of the run-time partitions and their indexes.
+CREATE INDEX event_default_at_brin ON event_default USING brin (at);
 COMMENT ON TABLE event IS 'Events, partitioned by day on at (see ensure_event_partitions()).';
 
 -- Create the daily partitions covering [from_time - behind, from_time +
@@ -54,11 +58,13 @@ BEGIN
             INSERT INTO _event_moving SELECT * FROM moved;
             EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
                            part, d, d + interval '1 day');
+            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at)', part || '_at_brin', part);
             INSERT INTO event SELECT * FROM _event_moving;
             TRUNCATE _event_moving;
         ELSE
             EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
                            part, d, d + interval '1 day');
+            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at)', part || '_at_brin', part);
         END IF;
         created := created + 1;
     END LOOP;

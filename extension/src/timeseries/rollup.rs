@@ -629,31 +629,7 @@ fn create_rollup_inner(
 
         // raw sources log late changes through statement-level triggers
         if source_rollup.is_none() {
-            for (op, refs) in [
-                ("insert", "REFERENCING NEW TABLE AS new_rows"),
-                ("update", "REFERENCING NEW TABLE AS new_rows OLD TABLE AS old_rows"),
-                ("delete", "REFERENCING OLD TABLE AS old_rows"),
-            ] {
-                let trig = format!("storefront_rollup_{op}_{time_col}");
-                let exists = client
-                    .update("SELECT 1 FROM pg_trigger WHERE tgrelid = $1 AND tgname = $2", Some(1), &[src_oid.into(), trig.as_str().into()])?
-                    .len()
-                    > 0;
-                if !exists {
-                    client.update(
-                        format!(
-                            "CREATE TRIGGER {} AFTER {} ON {stored_source} {refs} FOR EACH STATEMENT \
-                             EXECUTE FUNCTION storefront.rollup_invalidate({})",
-                            ident(&trig),
-                            op.to_uppercase(),
-                            literal(&time_col)
-                        )
-                        .as_str(),
-                        None,
-                        &[],
-                    )?;
-                }
-            }
+            ensure_triggers(client, &stored_source, &time_col)?;
         }
         Ok(spec.view())
     })
@@ -675,6 +651,43 @@ fn create_rollup(
     schema: default!(Option<&str>, "'storefront_rollups'"),
 ) -> Result<String, ErrorReport> {
     report(create_rollup_inner(name, source.map(|r| r.oid()), time_column, bucket_width, group_columns, aggregates, schema))
+}
+
+/// Create the statement-level triggers that log late changes of a raw
+/// source, where missing. Returns true when any was missing (changes since
+/// may not have been logged).
+fn ensure_triggers(client: &mut SpiClient<'_>, source: &str, time_col: &str) -> StoreResult<bool> {
+    let mut created = false;
+    for (op, refs) in [
+        ("insert", "REFERENCING NEW TABLE AS new_rows"),
+        ("update", "REFERENCING NEW TABLE AS new_rows OLD TABLE AS old_rows"),
+        ("delete", "REFERENCING OLD TABLE AS old_rows"),
+    ] {
+        let trig = format!("storefront_rollup_{op}_{time_col}");
+        let exists = !client
+            .update(
+                "SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2",
+                Some(1),
+                &[source.into(), trig.as_str().into()],
+            )?
+            .is_empty();
+        if !exists {
+            client.update(
+                format!(
+                    "CREATE TRIGGER {} AFTER {} ON {source} {refs} FOR EACH STATEMENT \
+                     EXECUTE FUNCTION storefront.rollup_invalidate({})",
+                    ident(&trig),
+                    op.to_uppercase(),
+                    literal(time_col)
+                )
+                .as_str(),
+                None,
+                &[],
+            )?;
+            created = true;
+        }
+    }
+    Ok(created)
 }
 
 fn refresh_inner(name: Option<&str>, upto: Option<TimestampWithTimeZone>) -> StoreResult<i64> {
@@ -740,6 +753,12 @@ fn refresh_inner(name: Option<&str>, upto: Option<TimestampWithTimeZone>) -> Sto
                     ranges.push((a, b));
                 }
             }
+        }
+        // a raw source whose triggers went missing (a restored dump does not
+        // carry triggers on extension tables) may have changed unlogged:
+        // re-arm them and re-aggregate everything materialized
+        if m.source_rollup.is_none() && ensure_triggers(client, &m.source, &m.time_col)? && m.watermark > first_whole {
+            ranges.push((first_whole, m.watermark));
         }
         let ranges = merge_ranges(ranges);
 
