@@ -19,6 +19,7 @@ start_cluster demo "$DEMO_PORT"
 
 say "creating database storefront_demo with scale-$SCALE demo data (a few minutes)"
 psql -X -q -v ON_ERROR_STOP=1 -d postgres <<SQL
+CREATE EXTENSION IF NOT EXISTS pg_cron;
 SELECT cron.unschedule(jobid) FROM cron.job WHERE database = 'storefront_demo';
 DROP DATABASE IF EXISTS storefront_demo WITH (FORCE);
 CREATE DATABASE storefront_demo;
@@ -55,7 +56,6 @@ SELECT storefront.create_rollup('events_daily', 'analytics.events_hourly', NULL,
 SELECT * FROM storefront.run_maintenance();
 SQL
 psql -X -q -v ON_ERROR_STOP=1 -d postgres <<'SQL'
-CREATE EXTENSION IF NOT EXISTS pg_cron;
 SELECT cron.schedule_in_database('storefront-expire', '* * * * *',
                                  'SELECT storefront.expire_reservations()', 'storefront_demo');
 SELECT cron.schedule_in_database('storefront-maintenance', '*/5 * * * *',

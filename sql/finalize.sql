@@ -83,7 +83,7 @@ COMMENT ON FUNCTION ensure_event_partitions(interval, interval, timestamp with t
 COMMENT ON FUNCTION track_event(text, timestamp with time zone, bigint, jsonb) IS
 'Record one event (kind such as ''page_view'', time, customer or NULL, props object). Errors: 22023 bad kind or props.';
 COMMENT ON FUNCTION track_events(text[], timestamp with time zone[], bigint[], jsonb[]) IS
-'Record many events in one INSERT (arrays of equal length); returns how many. Errors: 22023 arrays of different length or a bad kind.';
+'Record many events in one call (arrays of equal length) through PostgreSQL''s COPY machinery; NULL times mean now(). Returns how many. Errors: 22023 arrays of different length, a bad kind, props that are not objects.';
 COMMENT ON FUNCTION rollup_watermark(text) IS
 'The watermark of a rollup: buckets before it are materialized. Used by the real-time views.';
 COMMENT ON FUNCTION rollup_invalidate() IS
