@@ -30,9 +30,10 @@ use std::rc::Rc;
 
 thread_local! {
     /// Prepared plans kept for the life of the backend (SPI_keepplan), by
-    /// statement text. PostgreSQL revalidates them after DDL, like
+    /// the address of their (static) statement text, so a lookup does not
+    /// hash kilobytes of SQL. PostgreSQL revalidates them after DDL, like
     /// PL/pgSQL's cached plans.
-    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<usize, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
 /// The kept plan for `sql` (argument types `types`), preparing it on first
@@ -43,12 +44,13 @@ pub fn plan(
     sql: &'static str,
     types: &[T],
 ) -> StoreResult<Rc<OwnedPreparedStatement>> {
-    if let Some(p) = PLANS.with(|m| m.borrow().get(sql).cloned()) {
+    let key = sql.as_ptr() as usize;
+    if let Some(p) = PLANS.with(|m| m.borrow().get(&key).cloned()) {
         return Ok(p);
     }
     let oids: Vec<PgOid> = types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
     let p = Rc::new(client.prepare_mut(sql, &oids)?.keep());
-    PLANS.with(|m| m.borrow_mut().insert(sql, p.clone()));
+    PLANS.with(|m| m.borrow_mut().insert(key, p.clone()));
     Ok(p)
 }
 

@@ -277,111 +277,6 @@ pub fn not_found(name: &str) -> StoreError {
     StoreError::new(Kind::UndefinedObject, format!("rollup \"{name}\" does not exist"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(stacked: bool) -> Spec {
-        Spec {
-            name: "orders_hourly".into(),
-            schema: "analytics".into(),
-            source: if stacked { "analytics.orders_minutely_buckets".into() } else { "storefront.orders".into() },
-            source_view: stacked.then(|| "analytics.orders_minutely".into()),
-            time_col: "placed_at".into(),
-            width: Width::new(0, 0, 3_600_000_000),
-            groups: vec!["currency".into()],
-            aggs: vec![
-                parse_agg("count").unwrap(),
-                parse_agg("sum(total_cents)").unwrap(),
-                parse_agg("avg(total_cents)").unwrap(),
-                parse_agg("max(total_cents)").unwrap(),
-            ],
-        }
-    }
-
-    #[test]
-    fn aggregates_parse() {
-        assert_eq!(parse_agg(" COUNT(*) ").unwrap(), Agg { f: AggFn::Count, col: None });
-        assert_eq!(parse_agg("avg(total_cents)").unwrap(), Agg { f: AggFn::Avg, col: Some("total_cents".into()) });
-        for bad in ["median(x)", "sum()", "sum(x", "sum(x; drop table y)", "sum(\"x\")", "count(x)"] {
-            assert!(parse_agg(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn names() {
-        assert!(normalize_name("orders_hourly").is_ok());
-        assert!(normalize_name("Orders").is_err());
-        assert!(normalize_name("1x").is_err());
-        assert!(normalize_name("a;b").is_err());
-    }
-
-    #[test]
-    fn stored_columns_compose() {
-        let s = stored_columns(&spec(false).aggs);
-        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["n", "sum_total_cents", "n_total_cents", "max_total_cents"]);
-        assert_eq!(s[1].raw, "sum(\"total_cents\")");
-        assert_eq!(s[1].stacked, "sum(sum_total_cents)");
-        assert_eq!(s[2].stacked, "sum(n_total_cents)::bigint");
-        assert_eq!(final_columns(&spec(false).aggs), vec![("avg_total_cents".to_string(), "sum_total_cents / nullif(n_total_cents, 0)".to_string())]);
-    }
-
-    #[test]
-    fn generated_sql() {
-        let raw = spec(false);
-        assert_eq!(
-            raw.select_range_sql(),
-            "SELECT storefront.time_bucket('01:00:00'::interval, \"placed_at\") AS bucket, \"currency\", count(*)::bigint AS \"n\", \
-             sum(\"total_cents\") AS \"sum_total_cents\", count(\"total_cents\")::bigint AS \"n_total_cents\", \
-             max(\"total_cents\") AS \"max_total_cents\" FROM storefront.orders WHERE \"placed_at\" >= $1 AND \"placed_at\" < $2 GROUP BY 1, 2"
-        );
-        let ddl = raw.create_table_sql();
-        assert!(ddl[0].starts_with("CREATE TABLE \"analytics\".\"orders_hourly_buckets\" AS SELECT"));
-        assert!(ddl[0].ends_with("WITH NO DATA"));
-        assert_eq!(
-            ddl[2],
-            "CREATE UNIQUE INDEX \"orders_hourly_buckets_key\" ON \"analytics\".\"orders_hourly_buckets\" (bucket, \"currency\")"
-        );
-        let view = raw.create_view_sql();
-        assert!(view.contains(
-            "FROM \"analytics\".\"orders_hourly_buckets\" WHERE bucket < storefront.rollup_watermark('orders_hourly') UNION ALL"
-        ));
-        assert!(view.contains("FROM storefront.orders WHERE \"placed_at\" >= storefront.rollup_watermark('orders_hourly')"));
-        assert!(view.contains("sum_total_cents / nullif(n_total_cents, 0) AS \"avg_total_cents\""));
-
-        let stacked = spec(true);
-        assert!(stacked.select_range_sql().contains("sum(n)::bigint AS \"n\""));
-        assert!(stacked
-            .select_range_sql()
-            .contains("FROM analytics.orders_minutely_buckets WHERE \"bucket\" >= $1 AND \"bucket\" < $2"));
-        assert!(stacked
-            .create_view_sql()
-            .contains("FROM analytics.orders_minutely WHERE \"bucket\" >= storefront.rollup_watermark"));
-    }
-
-    #[test]
-    fn ranges() {
-        let h = 3_600_000_000;
-        let (a, b) = invalidated_range(Plan::Fixed(h), Width::new(0, 0, h), h + 5, 3 * h + 1).unwrap();
-        assert_eq!((a, b), (h, 4 * h));
-        assert_eq!(merge_ranges(vec![(5, 7), (1, 3), (2, 4), (7, 9), (20, 30)]), vec![(1, 4), (5, 9), (20, 30)]);
-    }
-
-    #[test]
-    fn which_widths_compose() {
-        let (m, h, d, w) = (60_000_000, 3_600_000_000, bucket::USECS_PER_DAY, 7 * bucket::USECS_PER_DAY);
-        assert!(composes(Plan::Fixed(h), Plan::Fixed(m)));
-        assert!(composes(Plan::Fixed(d), Plan::Fixed(h)));
-        assert!(composes(Plan::Fixed(w), Plan::Fixed(d)));
-        assert!(!composes(Plan::Fixed(h), Plan::Fixed(7 * m)));
-        assert!(composes(Plan::Months(1), Plan::Fixed(d)));
-        assert!(!composes(Plan::Months(1), Plan::Fixed(w)));
-        assert!(composes(Plan::Months(12), Plan::Months(3)));
-        assert!(!composes(Plan::Fixed(d), Plan::Months(1)));
-    }
-}
-
 // ------------------------------------------------------------------ SPI --
 
 use crate::errors::report;
@@ -846,4 +741,109 @@ fn drop_inner(name: Option<&str>) -> StoreResult<bool> {
 #[search_path(@extschema@, pg_temp)]
 fn drop_rollup(name: Option<&str>) -> Result<bool, ErrorReport> {
     report(drop_inner(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(stacked: bool) -> Spec {
+        Spec {
+            name: "orders_hourly".into(),
+            schema: "analytics".into(),
+            source: if stacked { "analytics.orders_minutely_buckets".into() } else { "storefront.orders".into() },
+            source_view: stacked.then(|| "analytics.orders_minutely".into()),
+            time_col: "placed_at".into(),
+            width: Width::new(0, 0, 3_600_000_000),
+            groups: vec!["currency".into()],
+            aggs: vec![
+                parse_agg("count").unwrap(),
+                parse_agg("sum(total_cents)").unwrap(),
+                parse_agg("avg(total_cents)").unwrap(),
+                parse_agg("max(total_cents)").unwrap(),
+            ],
+        }
+    }
+
+    #[test]
+    fn aggregates_parse() {
+        assert_eq!(parse_agg(" COUNT(*) ").unwrap(), Agg { f: AggFn::Count, col: None });
+        assert_eq!(parse_agg("avg(total_cents)").unwrap(), Agg { f: AggFn::Avg, col: Some("total_cents".into()) });
+        for bad in ["median(x)", "sum()", "sum(x", "sum(x; drop table y)", "sum(\"x\")", "count(x)"] {
+            assert!(parse_agg(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(normalize_name("orders_hourly").is_ok());
+        assert!(normalize_name("Orders").is_err());
+        assert!(normalize_name("1x").is_err());
+        assert!(normalize_name("a;b").is_err());
+    }
+
+    #[test]
+    fn stored_columns_compose() {
+        let s = stored_columns(&spec(false).aggs);
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["n", "sum_total_cents", "n_total_cents", "max_total_cents"]);
+        assert_eq!(s[1].raw, "sum(\"total_cents\")");
+        assert_eq!(s[1].stacked, "sum(sum_total_cents)");
+        assert_eq!(s[2].stacked, "sum(n_total_cents)::bigint");
+        assert_eq!(final_columns(&spec(false).aggs), vec![("avg_total_cents".to_string(), "sum_total_cents / nullif(n_total_cents, 0)".to_string())]);
+    }
+
+    #[test]
+    fn generated_sql() {
+        let raw = spec(false);
+        assert_eq!(
+            raw.select_range_sql(),
+            "SELECT storefront.time_bucket('01:00:00'::interval, \"placed_at\") AS bucket, \"currency\", count(*)::bigint AS \"n\", \
+             sum(\"total_cents\") AS \"sum_total_cents\", count(\"total_cents\")::bigint AS \"n_total_cents\", \
+             max(\"total_cents\") AS \"max_total_cents\" FROM storefront.orders WHERE \"placed_at\" >= $1 AND \"placed_at\" < $2 GROUP BY 1, 2"
+        );
+        let ddl = raw.create_table_sql();
+        assert!(ddl[0].starts_with("CREATE TABLE \"analytics\".\"orders_hourly_buckets\" AS SELECT"));
+        assert!(ddl[0].ends_with("WITH NO DATA"));
+        assert_eq!(
+            ddl[2],
+            "CREATE UNIQUE INDEX \"orders_hourly_buckets_key\" ON \"analytics\".\"orders_hourly_buckets\" (bucket, \"currency\")"
+        );
+        let view = raw.create_view_sql();
+        assert!(view.contains(
+            "FROM \"analytics\".\"orders_hourly_buckets\" WHERE bucket < storefront.rollup_watermark('orders_hourly') UNION ALL"
+        ));
+        assert!(view.contains("FROM storefront.orders WHERE \"placed_at\" >= storefront.rollup_watermark('orders_hourly')"));
+        assert!(view.contains("sum_total_cents / nullif(n_total_cents, 0) AS \"avg_total_cents\""));
+
+        let stacked = spec(true);
+        assert!(stacked.select_range_sql().contains("sum(n)::bigint AS \"n\""));
+        assert!(stacked
+            .select_range_sql()
+            .contains("FROM analytics.orders_minutely_buckets WHERE \"bucket\" >= $1 AND \"bucket\" < $2"));
+        assert!(stacked
+            .create_view_sql()
+            .contains("FROM analytics.orders_minutely WHERE \"bucket\" >= storefront.rollup_watermark"));
+    }
+
+    #[test]
+    fn ranges() {
+        let h = 3_600_000_000;
+        let (a, b) = invalidated_range(Plan::Fixed(h), Width::new(0, 0, h), h + 5, 3 * h + 1).unwrap();
+        assert_eq!((a, b), (h, 4 * h));
+        assert_eq!(merge_ranges(vec![(5, 7), (1, 3), (2, 4), (7, 9), (20, 30)]), vec![(1, 4), (5, 9), (20, 30)]);
+    }
+
+    #[test]
+    fn which_widths_compose() {
+        let (m, h, d, w) = (60_000_000, 3_600_000_000, bucket::USECS_PER_DAY, 7 * bucket::USECS_PER_DAY);
+        assert!(composes(Plan::Fixed(h), Plan::Fixed(m)));
+        assert!(composes(Plan::Fixed(d), Plan::Fixed(h)));
+        assert!(composes(Plan::Fixed(w), Plan::Fixed(d)));
+        assert!(!composes(Plan::Fixed(h), Plan::Fixed(7 * m)));
+        assert!(composes(Plan::Months(1), Plan::Fixed(d)));
+        assert!(!composes(Plan::Months(1), Plan::Fixed(w)));
+        assert!(composes(Plan::Months(12), Plan::Months(3)));
+        assert!(!composes(Plan::Fixed(d), Plan::Months(1)));
+    }
 }
