@@ -5,6 +5,20 @@
 -- category path and the product as needed), so variants of one product share
 -- it by name.
 
+-- The one "unknown SKU" error, raised by every function that takes a SKU
+-- code: 23503 with a hint pointing at upsert_product().
+CREATE FUNCTION raise_unknown_sku(sku text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(sku, 'NULL')
+        USING ERRCODE = 'foreign_key_violation',
+              HINT = 'Create it with storefront.upsert_product().';
+END
+$$;
+
 -- Find or create the category for a path such as 'Apparel/Men/Shirts'.
 -- Returns NULL for a NULL or empty path.
 CREATE FUNCTION category_for_path(path text)
@@ -140,9 +154,7 @@ BEGIN
     UPDATE sku s SET sellable = set_sellable.sellable, updated_at = now()
     WHERE s.code = btrim(set_sellable.sku);
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'product SKU "%" does not exist', set_sellable.sku
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'Create it with storefront.upsert_product().';
+        PERFORM raise_unknown_sku(set_sellable.sku);
     END IF;
 END
 $$;

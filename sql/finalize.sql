@@ -10,6 +10,8 @@ COMMENT ON FUNCTION upsert_product(text, text, bigint, character, text, jsonb) I
 'Create or update a sellable SKU and its product (found or created by name within the category path, e.g. ''Apparel/Men/Shirts''); returns the SKU id. Errors: 22023 on a bad code, name, price, currency or attributes.';
 COMMENT ON FUNCTION set_sellable(text, boolean) IS
 'Take a SKU off sale (false) or put it back (true); unsellable SKUs cannot be ordered. Errors: 23503 unknown SKU.';
+COMMENT ON FUNCTION raise_unknown_sku(text) IS
+'Internal: raise the 23503 "product SKU does not exist" error shared by every function that takes a SKU code.';
 COMMENT ON FUNCTION category_for_path(text) IS
 'Internal: find or create the category for a path such as ''Apparel/Men/Shirts''; NULL for a NULL or empty path.';
 COMMENT ON FUNCTION add_location(text, text) IS

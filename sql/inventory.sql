@@ -59,9 +59,7 @@ BEGIN
     END IF;
     SELECT s.sku_id, s.hot_slots INTO v_sku, v_hot FROM sku s WHERE s.code = btrim(restock.sku);
     IF v_sku IS NULL THEN
-        RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(restock.sku, 'NULL')
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'Create it with storefront.upsert_product().';
+        PERFORM raise_unknown_sku(restock.sku);
     END IF;
     SELECT l.location_id INTO v_location FROM location l WHERE l.code = restock.location;
     IF v_location IS NULL THEN
@@ -115,9 +113,7 @@ DECLARE
 BEGIN
     SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(stock.sku);
     IF v_sku IS NULL THEN
-        RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(stock.sku, 'NULL')
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'Create it with storefront.upsert_product().';
+        PERFORM raise_unknown_sku(stock.sku);
     END IF;
     -- a hot-stock SKU's units are in its slots: add them up
     RETURN QUERY

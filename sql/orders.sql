@@ -45,9 +45,7 @@ BEGIN
     END IF;
     SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(set_hot_stock.sku) FOR NO KEY UPDATE;
     IF v_sku IS NULL THEN
-        RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(set_hot_stock.sku, 'NULL')
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'Create it with storefront.upsert_product().';
+        PERFORM raise_unknown_sku(set_hot_stock.sku);
     END IF;
 
     PERFORM 1 FROM orders o
