@@ -112,6 +112,15 @@ COMMENT ON FUNCTION dashboard_revenue(timestamp with time zone, timestamp with t
 COMMENT ON FUNCTION dashboard_funnel(timestamp with time zone, timestamp with time zone) IS
 'Grafana time series: the daily funnel page views -> add to cart -> orders, with step conversion rates in percent.';
 
+COMMENT ON FUNCTION grant_app_role(regrole) IS
+'Grant an application role what it needs to run a store: USAGE on the schema and EXECUTE on the API functions listed by app_role_functions(); no table privileges. Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+COMMENT ON FUNCTION grant_analyst_role(regrole) IS
+'Grant a read-only analyst role USAGE on the schema, SELECT on the store''s tables (customer without password_hash) and EXECUTE on the reporting functions listed by analyst_role_functions(). Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+COMMENT ON FUNCTION app_role_functions() IS
+'The API functions grant_app_role() grants EXECUTE on.';
+COMMENT ON FUNCTION analyst_role_functions() IS
+'The read-only reporting functions grant_analyst_role() grants EXECUTE on.';
+
 -- Row-lock waits are bounded: a caller gets 55P03 instead of queueing.
 -- The statements inside are kept prepared plans whose parameters (arrays of
 -- ids) do not change the best plan, so plan them once (generic plans), as
@@ -125,7 +134,8 @@ ALTER FUNCTION expire_reservations(timestamp with time zone, integer) SET lock_t
 
 -- ----------------------------------------------------------- privileges --
 -- Nothing that reads or writes store data is callable by PUBLIC; grant
--- what an application needs with storefront.grant_app_role().
+-- what an application or an analyst needs with grant_app_role() and
+-- grant_analyst_role() (roles.sql).
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;

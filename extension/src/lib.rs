@@ -32,6 +32,7 @@ extension_sql_file!(
     requires = ["schema", "events", "timeseries", timeseries::time_bucket_series]
 );
 extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory", "events"]);
+extension_sql_file!("../../sql/roles.sql", name = "roles", requires = ["schema"]);
 // Comments, privileges and pg_dump registration for everything above.
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
