@@ -24,6 +24,7 @@ DECLARE
     v_sku       text;
     v_qty       numeric;
     v_merged    jsonb := '{}';
+    v_codes     text[];
     v_canonical text;
     v_hash      bytea;
     v_existing  record;
@@ -101,10 +102,13 @@ BEGIN
         RAISE EXCEPTION 'customer % does not exist', p_customer_id USING ERRCODE = 'foreign_key_violation';
     END IF;
 
-    -- resolve SKUs, price the order
+    -- resolve SKUs, price the order; `code = ANY (v_codes)` makes even the
+    -- generic plan probe the code index instead of hashing the whole catalog
+    v_codes := ARRAY(SELECT jsonb_object_keys(v_merged));
     FOR v_line IN
         SELECT m.key AS code, m.value::int AS qty, s.sku_id, s.price_cents, s.currency, s.sellable
-        FROM jsonb_each_text(v_merged) m LEFT JOIN sku s ON s.code = m.key
+        FROM jsonb_each_text(v_merged) m
+        LEFT JOIN (SELECT * FROM sku WHERE code = ANY (v_codes)) s ON s.code = m.key
     LOOP
         IF v_line.sku_id IS NULL OR NOT v_line.sellable THEN
             v_unknown := v_unknown || v_line.code;
@@ -133,7 +137,8 @@ BEGIN
     -- lines in SKU id order: lock each SKU's rows by location, allocate
     FOR v_line IN
         SELECT s.sku_id, s.code, s.price_cents, m.value::int AS qty
-        FROM jsonb_each_text(v_merged) m JOIN sku s ON s.code = m.key
+        FROM jsonb_each_text(v_merged) m
+        JOIN (SELECT * FROM sku WHERE code = ANY (v_codes)) s ON s.code = m.key
         ORDER BY s.sku_id
     LOOP
         v_line_no := v_line_no + 1;
