@@ -116,6 +116,8 @@ COMMENT ON FUNCTION grant_app_role(regrole) IS
 'Grant an application role what it needs to run a store: USAGE on the schema and EXECUTE on the API functions listed by app_role_functions(); no table privileges. Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
 COMMENT ON FUNCTION grant_analyst_role(regrole) IS
 'Grant a read-only analyst role USAGE on the schema, SELECT on the store''s tables (customer without password_hash) and EXECUTE on the reporting functions listed by analyst_role_functions(). Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+COMMENT ON FUNCTION grant_functions(regrole, regprocedure[]) IS
+'Grant a role USAGE on the schema and EXECUTE on the functions given; returns the privileges granted. The building block of grant_app_role() and grant_analyst_role(). Errors: 22004 NULL role.';
 COMMENT ON FUNCTION app_role_functions() IS
 'The API functions grant_app_role() grants EXECUTE on.';
 COMMENT ON FUNCTION analyst_role_functions() IS

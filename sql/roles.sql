@@ -57,7 +57,9 @@ AS $$
     ]::text[]::regprocedure[]
 $$;
 
-CREATE FUNCTION grant_app_role(role_name regrole)
+-- USAGE on the schema and EXECUTE on each of `functions`, as one list of
+-- what was granted; the two role functions below start with it.
+CREATE FUNCTION grant_functions(role_name regrole, functions regprocedure[])
 RETURNS TABLE (privilege text, object text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -71,12 +73,21 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', '@extschema@', role_name);
     privilege := 'USAGE'; object := format('schema %I', '@extschema@');
     RETURN NEXT;
-    FOREACH f IN ARRAY @extschema@.app_role_functions() LOOP
+    FOREACH f IN ARRAY coalesce(functions, '{}') LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role_name);
         privilege := 'EXECUTE'; object := format('function %s', f);
         RETURN NEXT;
     END LOOP;
 END
+$$;
+
+CREATE FUNCTION grant_app_role(role_name regrole)
+RETURNS TABLE (privilege text, object text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.privilege, g.object
+    FROM @extschema@.grant_functions(role_name, @extschema@.app_role_functions()) g
 $$;
 
 CREATE FUNCTION grant_analyst_role(role_name regrole)
@@ -86,15 +97,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     t regclass;
-    f regprocedure;
     cols text;
 BEGIN
-    IF role_name IS NULL THEN
-        RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', '@extschema@', role_name);
-    privilege := 'USAGE'; object := format('schema %I', '@extschema@');
-    RETURN NEXT;
+    RETURN QUERY SELECT g.privilege, g.object
+                 FROM @extschema@.grant_functions(role_name, @extschema@.analyst_role_functions()) g;
     -- every table the extension owns (partitions are read through their
     -- parent), except the customer table, which is granted column by
     -- column without password_hash
@@ -118,10 +124,5 @@ BEGIN
     EXECUTE format('GRANT SELECT (%s) ON TABLE @extschema@.customer TO %s', cols, role_name);
     privilege := 'SELECT'; object := format('table @extschema@.customer (%s)', cols);
     RETURN NEXT;
-    FOREACH f IN ARRAY @extschema@.analyst_role_functions() LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role_name);
-        privilege := 'EXECUTE'; object := format('function %s', f);
-        RETURN NEXT;
-    END LOOP;
 END
 $$;
