@@ -49,6 +49,21 @@ impl Impl {
     }
 }
 
+/// Command-line flags as (flag, value) pairs: every flag takes a value.
+/// `usage` names where the flags are described, for the error message.
+pub fn flag_pairs(usage: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if !flag.starts_with("--") {
+            panic!("unknown argument {flag}; see {usage}");
+        }
+        let val = it.next().unwrap_or_else(|| panic!("{flag} needs a value; see {usage}"));
+        pairs.push((flag, val));
+    }
+    pairs
+}
+
 pub fn url(base: &str, db: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), db)
 }

@@ -37,15 +37,14 @@ fn parse_args() -> Args {
         clients: vec![1, 8, 32],
         out: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+    let usage = "the header of benches/src/bin/load.rs";
+    for (flag, val) in flag_pairs(usage) {
         match flag.as_str() {
-            "--url" => a.url = val(),
-            "--seconds" => a.seconds = val().parse().expect("--seconds N"),
-            "--clients" => a.clients = val().split(',').map(|c| c.parse().expect("--clients 1,8,32")).collect(),
-            "--out" => a.out = Some(val()),
-            other => panic!("unknown argument {other}; see the header of benches/src/bin/load.rs"),
+            "--url" => a.url = val,
+            "--seconds" => a.seconds = val.parse().expect("--seconds N"),
+            "--clients" => a.clients = val.split(',').map(|c| c.parse().expect("--clients 1,8,32")).collect(),
+            "--out" => a.out = Some(val),
+            other => panic!("unknown argument {other}; see {usage}"),
         }
     }
     a

@@ -16,7 +16,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 use std::fmt::Write as _;
 use std::time::Instant;
-use storefront_benches::bar_chart;
+use storefront_benches::{bar_chart, flag_pairs};
 
 struct Args {
     url: String,
@@ -32,15 +32,14 @@ fn parse_args() -> Args {
         events: 1_000_000,
         out: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+    let usage = "the header of benches/src/bin/tsbench.rs";
+    for (flag, val) in flag_pairs(usage) {
         match flag.as_str() {
-            "--url" => a.url = val(),
-            "--rows" => a.rows = val().parse().expect("--rows N"),
-            "--events" => a.events = val().parse().expect("--events N"),
-            "--out" => a.out = Some(val()),
-            other => panic!("unknown argument {other}"),
+            "--url" => a.url = val,
+            "--rows" => a.rows = val.parse().expect("--rows N"),
+            "--events" => a.events = val.parse().expect("--events N"),
+            "--out" => a.out = Some(val),
+            other => panic!("unknown argument {other}; see {usage}"),
         }
     }
     a
