@@ -123,6 +123,15 @@ COMMENT ON FUNCTION app_role_functions() IS
 COMMENT ON FUNCTION analyst_role_functions() IS
 'The read-only reporting functions grant_analyst_role() grants EXECUTE on.';
 
+COMMENT ON FUNCTION relay_order_events(integer) IS
+'Send up to max_events queued order events (event_delivery = relay), oldest first, with NOTIFY storefront_order_events, and remove them from the queue; returns how many were sent. One relay per database at a time: a concurrent call returns 0. Schedule it with pg_cron, or let start_event_relay() run it. Errors: 22023 max_events < 1.';
+COMMENT ON FUNCTION start_event_relay(integer) IS
+'Start the background worker that runs relay_order_events() every interval_ms milliseconds (default 10) for the current database, or return the running one; returns its process id. It is not restarted after a server restart: call it again (pg_cron can, every minute). Errors: 22023 interval outside 1..60000, 53000 no free background worker slot (max_worker_processes).';
+COMMENT ON FUNCTION stop_event_relay() IS
+'Stop the current database''s event relay worker; true if one was running. Queued events stay queued.';
+COMMENT ON FUNCTION event_relay_status() IS
+'How order events are delivered (storefront.event_delivery), the relay worker''s process id (NULL if none runs), and how many events wait in the queue since when.';
+
 -- Row-lock waits are bounded: a caller gets 55P03 instead of queueing.
 -- The statements inside are kept prepared plans whose parameters (arrays of
 -- ids) do not change the best plan, so plan them once (generic plans), as
@@ -185,6 +194,8 @@ BEGIN
         FROM pg_catalog.pg_class c
         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
         WHERE c.relnamespace = '@extschema@'::regnamespace AND c.relkind = 'r' AND a.attidentity <> ''
+          -- not the unlogged event queue's: its rows are transient, like NOTIFY's
+          AND c.relpersistence = 'p'
     LOOP
         PERFORM pg_catalog.pg_extension_config_dump(s::regclass, '');
     END LOOP;

@@ -180,7 +180,12 @@ BEGIN
                                     'total_cents', v_total, 'currency', v_currency, 'expires_at', v_expires);
     INSERT INTO outbox (customer_id, aggregatetype, aggregateid, type, payload, created_at)
     VALUES (p_customer_id, 'order', v_order_id::text, 'order.pending', v_payload, now());
-    PERFORM pg_notify('storefront_order_events', v_payload::text);
+    -- the event, as storefront.event_delivery says (see sql/relay.sql)
+    IF current_setting('storefront.event_delivery', true) = 'relay' THEN
+        INSERT INTO order_event_queue (payload) VALUES (v_payload::text);
+    ELSE
+        PERFORM pg_notify('storefront_order_events', v_payload::text);
+    END IF;
 
     RETURN ROW(v_order_id, 'pending', v_total, v_currency, v_expires, false)::order_receipt;
 END

@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
     while settle.elapsed() < Duration::from_secs(10) {
         let items = random_items(&mut rng, 3);
         for imp in Impl::ALL {
-            rt.block_on(place(imp, &mut conn, 1, &items)).expect("order placed");
+            rt.block_on(place(imp, Events::Notify, &mut conn, 1, &items)).expect("order placed");
         }
     }
     let mut group = c.benchmark_group("place_order");
@@ -39,7 +39,7 @@ fn bench(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(imp.short(), format!("{lines} lines")), &lines, |b, &lines| {
                 b.iter(|| {
                     let items = random_items(&mut rng, lines);
-                    rt.block_on(place(imp, &mut conn, 1, &items)).expect("order placed")
+                    rt.block_on(place(imp, Events::Notify, &mut conn, 1, &items)).expect("order placed")
                 })
             });
         }

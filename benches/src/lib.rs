@@ -4,7 +4,9 @@
 //!
 //! The three implementations do the same work — validate, merge, look up
 //! SKUs, insert the order, lock stock rows in SKU order, reserve, write
-//! lines, reservations, history and outbox, NOTIFY:
+//! lines, reservations, history and outbox, and announce the order: by
+//! NOTIFY in the transaction, or by queueing the event for the relay when
+//! the database's `storefront.event_delivery` is `relay` ([`Events`]):
 //! - `Extension`: `storefront.place_order` (Rust, one call);
 //! - `Plpgsql`: `bench.place_order_plpgsql` (baselines/place_order_plpgsql.sql);
 //! - `Client`: the same steps as statements of a client-side sqlx
@@ -45,6 +47,26 @@ impl Impl {
             Impl::Extension => "extension",
             Impl::Plpgsql => "plpgsql",
             Impl::Client => "client",
+        }
+    }
+}
+
+/// How the order's event is announced, as `storefront.event_delivery`
+/// says: the extension and the PL/pgSQL baseline read the setting; the
+/// client-side transaction is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// `pg_notify` in the ordering transaction (the default)
+    Notify,
+    /// a row in `storefront.order_event_queue`, sent by the relay worker
+    Relay,
+}
+
+impl Events {
+    pub fn setting(self) -> &'static str {
+        match self {
+            Events::Notify => "notify",
+            Events::Relay => "relay",
         }
     }
 }
@@ -124,7 +146,13 @@ pub fn items_for(sku: &str) -> serde_json::Value {
 }
 
 /// Place one order with `imp`; returns the order id.
-pub async fn place(imp: Impl, conn: &mut PgConnection, customer: i64, items: &serde_json::Value) -> Result<i64, sqlx::Error> {
+pub async fn place(
+    imp: Impl,
+    events: Events,
+    conn: &mut PgConnection,
+    customer: i64,
+    items: &serde_json::Value,
+) -> Result<i64, sqlx::Error> {
     match imp {
         Impl::Extension => {
             sqlx::query_scalar("SELECT order_id FROM storefront.place_order($1, $2)")
@@ -140,12 +168,17 @@ pub async fn place(imp: Impl, conn: &mut PgConnection, customer: i64, items: &se
                 .fetch_one(conn)
                 .await
         }
-        Impl::Client => place_client(conn, customer, items).await,
+        Impl::Client => place_client(conn, events, customer, items).await,
     }
 }
 
 /// The client-side transaction: the same steps, one statement at a time.
-async fn place_client(conn: &mut PgConnection, customer: i64, items: &serde_json::Value) -> Result<i64, sqlx::Error> {
+async fn place_client(
+    conn: &mut PgConnection,
+    events: Events,
+    customer: i64,
+    items: &serde_json::Value,
+) -> Result<i64, sqlx::Error> {
     // validate and merge (as the extension does, here in the client)
     let mut merged: BTreeMap<String, i32> = BTreeMap::new();
     for it in items.as_array().into_iter().flatten() {
@@ -268,10 +301,11 @@ async fn place_client(conn: &mut PgConnection, customer: i64, items: &serde_json
     .bind(expires)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify('storefront_order_events', $1)")
-        .bind(payload.to_string())
-        .execute(&mut *tx)
-        .await?;
+    let announce = match events {
+        Events::Notify => "SELECT pg_notify('storefront_order_events', $1)",
+        Events::Relay => "INSERT INTO storefront.order_event_queue (payload) VALUES ($1)",
+    };
+    sqlx::query(announce).bind(payload.to_string()).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(order_id)
 }

@@ -40,6 +40,8 @@ pub enum Kind {
     DatetimeOverflow,
     /// 40001: a concurrent transaction got there first; retry the call
     SerializationFailure,
+    /// 53000: the server has no room for it (no free background worker slot)
+    InsufficientResources,
     /// XX000: a bug; never caused by the caller
     Internal,
 }
@@ -62,6 +64,7 @@ impl Kind {
             Kind::DependentObjects => ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
             Kind::DatetimeOverflow => ERRCODE_DATETIME_FIELD_OVERFLOW,
             Kind::SerializationFailure => ERRCODE_T_R_SERIALIZATION_FAILURE,
+            Kind::InsufficientResources => ERRCODE_INSUFFICIENT_RESOURCES,
             Kind::Internal => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -156,6 +159,7 @@ mod tests {
         assert_eq!(Kind::InvalidText.sqlstate(), ERRCODE_INVALID_TEXT_REPRESENTATION);
         assert_eq!(Kind::UndefinedColumn.sqlstate(), ERRCODE_UNDEFINED_COLUMN);
         assert_eq!(Kind::UndefinedTable.sqlstate(), ERRCODE_UNDEFINED_TABLE);
+        assert_eq!(Kind::InsufficientResources.sqlstate(), ERRCODE_INSUFFICIENT_RESOURCES);
     }
 
     #[test]

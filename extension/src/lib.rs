@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod errors;
 pub mod inventory;
 pub mod orders;
+pub mod relay;
 pub mod schema;
 pub mod spi_util;
 pub mod timeseries;
@@ -22,6 +23,7 @@ extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!("../../sql/catalog.sql", name = "catalog", requires = ["schema"]);
 extension_sql_file!("../../sql/inventory.sql", name = "inventory", requires = ["schema", "catalog"]);
 extension_sql_file!("../../sql/orders.sql", name = "orders", requires = ["schema"]);
+extension_sql_file!("../../sql/relay.sql", name = "relay", requires = ["schema"]);
 extension_sql_file!("../../sql/invariants.sql", name = "invariants", requires = ["schema"]);
 extension_sql_file!("../../sql/timeseries.sql", name = "timeseries", requires = ["schema"]);
 extension_sql_file!("../../sql/events.sql", name = "events", requires = ["schema"]);
@@ -35,6 +37,12 @@ extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "
 extension_sql_file!("../../sql/roles.sql", name = "roles", requires = ["schema"]);
 // Comments, privileges and pg_dump registration for everything above.
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
+
+/// Runs when a backend loads the library: defines the extension's settings.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    relay::init();
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

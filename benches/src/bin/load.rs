@@ -6,13 +6,19 @@
 //!   cargo run --release -p storefront-benches --bin load -- \
 //!       --url postgres://postgres:storefront@127.0.0.1:28815 --seconds 10 --out book/src/benchmarks
 //!
+//! Flags: --url, --seconds N, --clients 1,8,32, --events notify,relay
+//! (the event delivery modes to run, see sql/relay.sql), --out DIR.
+//!
 //! Scenarios:
 //! 1. random 1-3 line orders over 2,000 SKUs (no contention to speak of) at
 //!    1, 8 and 32 clients, for the extension, the PL/pgSQL baseline and the
 //!    client-side transaction; pgbench's tpcb-like script on the same
-//!    cluster at the same client counts as the floor;
+//!    cluster at the same client counts as the floor; once per event
+//!    delivery mode: NOTIFY in each ordering transaction, then through the
+//!    relay (every implementation queues the event; the relay worker runs);
 //! 2. 32 clients buying one unit each: of 32 different SKUs (uncontended),
-//!    all of one normal SKU, all of one hot-stock SKU (32 slots).
+//!    all of one normal SKU, all of one hot-stock SKU (32 slots), in the
+//!    last delivery mode.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -27,6 +33,7 @@ struct Args {
     url: String,
     seconds: u64,
     clients: Vec<usize>,
+    events: Vec<Events>,
     out: Option<String>,
 }
 
@@ -35,6 +42,7 @@ fn parse_args() -> Args {
         url: std::env::var("STOREFRONT_BENCH_URL").unwrap_or_else(|_| "postgres://postgres:storefront@127.0.0.1:28815".into()),
         seconds: 10,
         clients: vec![1, 8, 32],
+        events: vec![Events::Notify, Events::Relay],
         out: None,
     };
     let usage = "the header of benches/src/bin/load.rs";
@@ -43,6 +51,16 @@ fn parse_args() -> Args {
             "--url" => a.url = val,
             "--seconds" => a.seconds = val.parse().expect("--seconds N"),
             "--clients" => a.clients = val.split(',').map(|c| c.parse().expect("--clients 1,8,32")).collect(),
+            "--events" => {
+                a.events = val
+                    .split(',')
+                    .map(|e| match e {
+                        "notify" => Events::Notify,
+                        "relay" => Events::Relay,
+                        other => panic!("--events takes notify and/or relay, not {other}"),
+                    })
+                    .collect()
+            }
             "--out" => a.out = Some(val),
             other => panic!("unknown argument {other}; see {usage}"),
         }
@@ -54,6 +72,7 @@ fn parse_args() -> Args {
 struct Result_ {
     label: String,
     clients: usize,
+    events: Events,
     errors: u64,
     per_sec: f64,
     p50_us: u64,
@@ -62,7 +81,7 @@ struct Result_ {
 
 /// Run `clients` tasks for `seconds` (after a 2 s warm-up), each calling
 /// `op` in a loop on its own connection.
-async fn run<F, Fut>(label: &str, base: &str, db: &str, clients: usize, seconds: u64, op: F) -> Result_
+async fn run<F, Fut>(label: &str, events: Events, base: &str, db: &str, clients: usize, seconds: u64, op: F) -> Result_
 where
     F: Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send,
@@ -122,6 +141,7 @@ where
     let r = Result_ {
         label: label.to_string(),
         clients,
+        events,
         errors: errors.load(Ordering::Relaxed),
         per_sec: l.len() as f64 / elapsed,
         p50_us: percentile(&l, 0.50),
@@ -132,7 +152,7 @@ where
 }
 
 /// pgbench's built-in tpcb-like script: the floor.
-fn pgbench(base: &str, clients: usize, seconds: u64) -> Result_ {
+fn pgbench(base: &str, events: Events, clients: usize, seconds: u64) -> Result_ {
     let (user, password, host, port) = split_url(base);
     let env = |c: &mut Command| {
         c.env("PGPASSWORD", &password).args(["-h", &host, "-p", &port, "-U", &user]);
@@ -175,6 +195,7 @@ fn pgbench(base: &str, clients: usize, seconds: u64) -> Result_ {
     let r = Result_ {
         label: "pgbench tpcb-like (floor)".into(),
         clients,
+        events,
         errors: 0,
         per_sec: tps,
         p50_us: percentile(&lat, 0.5),
@@ -184,6 +205,27 @@ fn pgbench(base: &str, clients: usize, seconds: u64) -> Result_ {
     r
 }
 
+/// Make `events` the delivery mode of `db` for new connections, with the
+/// relay worker running exactly when the mode is relay.
+async fn set_events(base: &str, db: &str, events: Events) {
+    let admin = pool(base, "postgres", 1).await;
+    sqlx::Executor::execute(
+        &admin,
+        format!("ALTER DATABASE {db} SET storefront.event_delivery = '{}'", events.setting()).as_str(),
+    )
+    .await
+    .expect("ALTER DATABASE ... SET storefront.event_delivery");
+    admin.close().await;
+    let p = pool(base, db, 1).await;
+    let sql = match events {
+        Events::Notify => "SELECT storefront.stop_event_relay()::text",
+        Events::Relay => "SELECT storefront.start_event_relay()::text",
+    };
+    let r: String = sqlx::query_scalar(sql).fetch_one(&p).await.expect("start or stop the relay");
+    eprintln!("storefront.event_delivery = {} ({sql}: {r})", events.setting());
+    p.close().await;
+}
+
 async fn checkpoint(base: &str) {
     let admin = pool(base, "postgres", 1).await;
     sqlx::Executor::execute(&admin, "CHECKPOINT").await.expect("CHECKPOINT");
@@ -191,7 +233,7 @@ async fn checkpoint(base: &str) {
 }
 
 fn keep_best<'a>(best: &mut Vec<(&'a str, Result_)>, key: &'a str, r: Result_) {
-    match best.iter_mut().find(|(k, _)| *k == key) {
+    match best.iter_mut().find(|(k, b)| *k == key && b.events == r.events) {
         Some((_, b)) if b.per_sec >= r.per_sec => {}
         Some((_, b)) => *b = r,
         None => best.push((key, r)),
@@ -227,25 +269,25 @@ fn pgbench_init(base: &str) {
     assert!(st.status.success(), "pgbench -i failed");
 }
 
-fn order_op(imp: Impl) -> impl Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send>> + Send + Sync + Clone + 'static {
+fn order_op(imp: Impl, events: Events) -> impl Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send>> + Send + Sync + Clone + 'static {
     move |client, i, mut conn| {
         Box::pin(async move {
             let mut rng = SmallRng::seed_from_u64((client as u64) << 32 | i);
             let lines = rng.gen_range(1..=3);
             let items = random_items(&mut rng, lines);
             let customer = rng.gen_range(1..=CUSTOMERS);
-            let r = place(imp, &mut conn, customer, &items).await.map(|_| ());
+            let r = place(imp, events, &mut conn, customer, &items).await.map(|_| ());
             (r, conn)
         })
     }
 }
 
-fn contention_op(sku_of: fn(usize) -> String) -> impl Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send>> + Send + Sync + Clone + 'static {
+fn contention_op(sku_of: fn(usize) -> String, events: Events) -> impl Fn(usize, u64, sqlx::pool::PoolConnection<sqlx::Postgres>) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), sqlx::Error>, sqlx::pool::PoolConnection<sqlx::Postgres>)> + Send>> + Send + Sync + Clone + 'static {
     move |client, _i, mut conn| {
         Box::pin(async move {
             let items = items_for(&sku_of(client));
             let customer = client as i64 % CUSTOMERS + 1;
-            let r = place(Impl::Extension, &mut conn, customer, &items).await.map(|_| ());
+            let r = place(Impl::Extension, events, &mut conn, customer, &items).await.map(|_| ());
             (r, conn)
         })
     }
@@ -260,30 +302,36 @@ async fn main() {
     setup(&args.url, db).await;
     pgbench_init(&args.url);
     // warm the server (shared buffers, plan caches) before measuring
-    run("warm-up", &args.url, db, 4, 5, order_op(Impl::Extension)).await;
+    let first = args.events.first().copied().unwrap_or(Events::Notify);
+    set_events(&args.url, db, first).await;
+    run("warm-up", first, &args.url, db, 4, 5, order_op(Impl::Extension, first)).await;
 
     let mut throughput = Vec::new();
-    eprintln!("\n1. random 1-3 line orders");
-    // Two passes per client count, the order of implementations rotating,
-    // a CHECKPOINT before each run; the better pass of each counts. The
-    // machine is a shared 2-core VM: this keeps a passing checkpoint or
-    // autovacuum from deciding a comparison.
-    for (round, &c) in args.clients.iter().enumerate() {
-        let mut best: Vec<(&str, Result_)> = Vec::new();
-        for pass in 0..2 {
-            for k in 0..Impl::ALL.len() {
-                let imp = Impl::ALL[(k + round + pass) % Impl::ALL.len()];
+    for &events in &args.events {
+        set_events(&args.url, db, events).await;
+        eprintln!("\n1. random 1-3 line orders, storefront.event_delivery = {}", events.setting());
+        // Two passes per client count, the order of implementations rotating,
+        // a CHECKPOINT before each run; the better pass of each counts. The
+        // machine is a shared 2-core VM: this keeps a passing checkpoint or
+        // autovacuum from deciding a comparison.
+        for (round, &c) in args.clients.iter().enumerate() {
+            let mut best: Vec<(&str, Result_)> = Vec::new();
+            for pass in 0..2 {
+                for k in 0..Impl::ALL.len() {
+                    let imp = Impl::ALL[(k + round + pass) % Impl::ALL.len()];
+                    checkpoint(&args.url).await;
+                    let r = run(imp.name(), events, &args.url, db, c, args.seconds, order_op(imp, events)).await;
+                    keep_best(&mut best, imp.short(), r);
+                }
                 checkpoint(&args.url).await;
-                let r = run(imp.name(), &args.url, db, c, args.seconds, order_op(imp)).await;
-                keep_best(&mut best, imp.short(), r);
+                keep_best(&mut best, "pgbench", pgbench(&args.url, events, c, args.seconds));
             }
-            checkpoint(&args.url).await;
-            keep_best(&mut best, "pgbench", pgbench(&args.url, c, args.seconds));
+            throughput.extend(best);
         }
-        throughput.extend(best);
     }
+    let last = args.events.last().copied().unwrap_or(Events::Notify);
 
-    eprintln!("\n2. contention: 32 clients, one unit per order");
+    eprintln!("\n2. contention: 32 clients, one unit per order, storefront.event_delivery = {}", last.setting());
     let mut contention = Vec::new();
     let cases: [(&str, fn(usize) -> String); 3] = [
         ("32 different SKUs (uncontended)", |c| format!("B-{}", c + 1)),
@@ -292,8 +340,9 @@ async fn main() {
     ];
     for (label, f) in cases {
         checkpoint(&args.url).await;
-        contention.push(run(label, &args.url, db, 32, args.seconds, contention_op(f)).await);
+        contention.push(run(label, last, &args.url, db, 32, args.seconds, contention_op(f, last)).await);
     }
+    set_events(&args.url, db, Events::Notify).await;
 
     // leave nothing behind for autovacuum to chew on during later benchmarks
     let admin = pool(&args.url, "postgres", 1).await;
@@ -312,8 +361,15 @@ async fn main() {
     }
 }
 
-fn find<'a>(t: &'a [(&str, Result_)], key: &str, c: usize) -> Option<&'a Result_> {
-    t.iter().find(|(k, r)| *k == key && r.clients == c).map(|(_, r)| r)
+fn find<'a>(t: &'a [(&str, Result_)], key: &str, c: usize, events: Events) -> Option<&'a Result_> {
+    t.iter().find(|(k, r)| *k == key && r.clients == c && r.events == events).map(|(_, r)| r)
+}
+
+fn events_title(events: Events) -> &'static str {
+    match events {
+        Events::Notify => "Events by NOTIFY in each ordering transaction (`storefront.event_delivery = notify`, the default)",
+        Events::Relay => "Events through the relay (`storefront.event_delivery = relay`; every implementation queues the event, the relay worker sends it every 10 ms)",
+    }
 }
 
 fn report(args: &Args, throughput: &[(&str, Result_)], contention: &[Result_]) -> String {
@@ -322,34 +378,39 @@ fn report(args: &Args, throughput: &[(&str, Result_)], contention: &[Result_]) -
     let _ = writeln!(
         s,
         "Run: {} s per scenario after a 2 s warm-up, a CHECKPOINT before each; two passes per client count \
-         (implementations in rotating order), the better pass shown; orders of 1–3 random lines over {SKUS} SKUs.\n",
+         (implementations in rotating order), the better pass shown; orders of 1–3 random lines over {SKUS} SKUs.",
         args.seconds
     );
-    let _ = writeln!(s, "| clients | implementation | orders/s | p50 (ms) | p99 (ms) | errors | vs client-side | vs PL/pgSQL | vs pgbench tpcb-like |");
-    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for &c in &args.clients {
-        let client = find(throughput, "client", c).map(|r| r.per_sec).unwrap_or(f64::NAN);
-        let plpgsql = find(throughput, "plpgsql", c).map(|r| r.per_sec).unwrap_or(f64::NAN);
-        let floor = find(throughput, "pgbench", c).map(|r| r.per_sec).unwrap_or(f64::NAN);
-        for key in ["extension", "plpgsql", "client", "pgbench"] {
-            if let Some(r) = find(throughput, key, c) {
-                let _ = writeln!(
-                    s,
-                    "| {c} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2}× | {:.2}× | {:.2}× |",
-                    r.label,
-                    r.per_sec,
-                    r.p50_us as f64 / 1000.0,
-                    r.p99_us as f64 / 1000.0,
-                    r.errors,
-                    r.per_sec / client,
-                    r.per_sec / plpgsql,
-                    r.per_sec / floor
-                );
+    for &events in &args.events {
+        let _ = writeln!(s, "\n**{}**\n", events_title(events));
+        let _ = writeln!(s, "| clients | implementation | orders/s | p50 (ms) | p99 (ms) | errors | vs client-side | vs PL/pgSQL | vs pgbench tpcb-like |");
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        for &c in &args.clients {
+            let client = find(throughput, "client", c, events).map(|r| r.per_sec).unwrap_or(f64::NAN);
+            let plpgsql = find(throughput, "plpgsql", c, events).map(|r| r.per_sec).unwrap_or(f64::NAN);
+            let floor = find(throughput, "pgbench", c, events).map(|r| r.per_sec).unwrap_or(f64::NAN);
+            for key in ["extension", "plpgsql", "client", "pgbench"] {
+                if let Some(r) = find(throughput, key, c, events) {
+                    let _ = writeln!(
+                        s,
+                        "| {c} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2}× | {:.2}× | {:.2}× |",
+                        r.label,
+                        r.per_sec,
+                        r.p50_us as f64 / 1000.0,
+                        r.p99_us as f64 / 1000.0,
+                        r.errors,
+                        r.per_sec / client,
+                        r.per_sec / plpgsql,
+                        r.per_sec / floor
+                    );
+                }
             }
         }
     }
     let base = contention.first().map(|r| r.per_sec).unwrap_or(f64::NAN);
-    let _ = writeln!(s, "\n| 32 clients, one unit each | orders/s | p50 (ms) | p99 (ms) | errors | vs uncontended |");
+    let mode = contention.first().map(|r| r.events.setting()).unwrap_or("notify");
+    let _ = writeln!(s, "\n**Contention** (`storefront.event_delivery = {mode}`)\n");
+    let _ = writeln!(s, "| 32 clients, one unit each | orders/s | p50 (ms) | p99 (ms) | errors | vs uncontended |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for r in contention {
         let _ = writeln!(
@@ -367,15 +428,17 @@ fn report(args: &Args, throughput: &[(&str, Result_)], contention: &[Result_]) -
 }
 
 fn throughput_svg(args: &Args, t: &[(&str, Result_)]) -> String {
-    let groups: Vec<String> = args.clients.iter().map(|c| format!("{c} client{}", if *c == 1 { "" } else { "s" })).collect();
     let keys = ["extension", "plpgsql", "client", "pgbench"];
-    let values: Vec<Vec<f64>> = args
-        .clients
-        .iter()
-        .map(|&c| keys.iter().map(|k| find(t, k, c).map(|r| r.per_sec).unwrap_or(0.0)).collect())
-        .collect();
+    let mut groups = Vec::new();
+    let mut values = Vec::new();
+    for &events in &args.events {
+        for &c in &args.clients {
+            groups.push(format!("{c} client{}, {}", if c == 1 { "" } else { "s" }, events.setting()));
+            values.push(keys.iter().map(|k| find(t, k, c, events).map(|r| r.per_sec).unwrap_or(0.0)).collect());
+        }
+    }
     bar_chart(
-        "place_order throughput (1-3 line orders)",
+        "place_order throughput (1-3 line orders), by event delivery",
         &groups,
         &["storefront (Rust)", "PL/pgSQL", "client-side txn", "pgbench tpcb-like"],
         &values,

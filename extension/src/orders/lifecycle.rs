@@ -19,7 +19,10 @@ const LOCK_ORDER: &str = "SELECT customer_id, status, total_cents FROM storefron
 
 /// Record status changes for many orders at once: the order row, a
 /// history row (next seq), an outbox row, and a NOTIFY with the same JSON.
-const RECORD_STATUS: &str = "WITH c AS (
+macro_rules! record_status_sql {
+    ($tail:literal) => {
+        concat!(
+            "WITH c AS (
         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS c(customer_id, order_id, previous)
     ), u AS (
         UPDATE storefront.orders o SET status = $4, updated_at = now()
@@ -41,7 +44,19 @@ const RECORD_STATUS: &str = "WITH c AS (
         FROM h JOIN c ON c.customer_id = h.customer_id AND c.order_id = h.order_id
         RETURNING payload
     )
-    SELECT count(pg_notify('storefront_order_events', payload::text)) FROM ob";
+",
+            $tail
+        )
+    };
+}
+
+/// ... announced by NOTIFY now (event_delivery = notify) or queued for the relay.
+const RECORD_STATUS_NOTIFY: &str =
+    record_status_sql!("    SELECT count(pg_notify('storefront_order_events', payload::text)) FROM ob");
+const RECORD_STATUS_QUEUE: &str = record_status_sql!(
+    ", q AS (INSERT INTO storefront.order_event_queue (payload) SELECT payload::text FROM ob RETURNING 1)
+    SELECT count(*) FROM q"
+);
 
 const HELD: &str = "SELECT l.sku_id, r.location_id, r.slot::integer, r.qty
     FROM storefront.reservation r
@@ -122,9 +137,13 @@ fn record_status(
     if orders.is_empty() {
         return Ok(());
     }
+    let sql = match crate::relay::delivery() {
+        crate::relay::Delivery::Notify => RECORD_STATUS_NOTIFY,
+        crate::relay::Delivery::Relay => RECORD_STATUS_QUEUE,
+    };
     let p = plan(
         client,
-        RECORD_STATUS,
+        sql,
         &[T::INT8ARRAYOID, T::INT8ARRAYOID, T::TEXTARRAYOID, T::TEXTOID, T::JSONBOID],
     )?;
     client.update(

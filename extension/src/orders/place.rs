@@ -19,6 +19,7 @@
 use super::items::{allocate, canonical_request, check_hold, parse_items, shortage_error, Bin, Item, Shortage};
 use super::Receipt;
 use crate::errors::{Kind, StoreError, StoreResult};
+use crate::relay::Delivery;
 use crate::spi_util::{plan, T};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -87,7 +88,12 @@ const LOCK_SLOTS: &str = "SELECT location_id, slot, on_hand - reserved
     ORDER BY location_id, slot
     FOR NO KEY UPDATE";
 
-const WRITE: &str = "WITH inv AS (
+/// The statement shared by both delivery modes; the event goes out by
+/// NOTIFY now (`WRITE_NOTIFY`) or into the relay's queue (`WRITE_QUEUE`).
+macro_rules! write_sql {
+    ($tail:literal) => {
+        concat!(
+            "WITH inv AS (
         UPDATE storefront.inventory i
         SET reserved = i.reserved + d.qty, updated_at = now()
         FROM unnest($3::bigint[], $4::integer[], $5::integer[]) AS d(sku_id, location_id, qty)
@@ -117,7 +123,14 @@ const WRITE: &str = "WITH inv AS (
                 now())
         RETURNING payload
     )
-    SELECT pg_notify('storefront_order_events', ob.payload::text) FROM ob";
+",
+            $tail
+        )
+    };
+}
+
+const WRITE_NOTIFY: &str = write_sql!("    SELECT pg_notify('storefront_order_events', ob.payload::text) FROM ob");
+const WRITE_QUEUE: &str = write_sql!("    INSERT INTO storefront.order_event_queue (payload) SELECT ob.payload::text FROM ob");
 
 pub fn place_order(
     customer_id: Option<i64>,
@@ -401,9 +414,13 @@ fn write(
             Some(s) => *slots.entry((t.sku_id, t.location_id, s)).or_default() += t.qty,
         }
     }
+    let sql = match crate::relay::delivery() {
+        Delivery::Notify => WRITE_NOTIFY,
+        Delivery::Relay => WRITE_QUEUE,
+    };
     let p = plan(
         client,
-        WRITE,
+        sql,
         &[
             T::INT8OID,       // $1 customer
             T::INT8OID,       // $2 order
