@@ -1,0 +1,229 @@
+//! Order events through the relay (storefront.event_delivery = 'relay'):
+//! queued in the changing transaction, sent with NOTIFY after its commit by
+//! relay_order_events() or the relay worker, in order, exactly once; never
+//! for a rolled-back change; bad arguments refused with nothing changed.
+
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+use storefront_tests::*;
+
+/// A store with two customers and SKU A (10.00, 1000 units), whose
+/// connections use relay delivery.
+async fn relay_store(name: &str) -> PgPool {
+    let setup = fresh_db(name).await;
+    setup
+        .execute(
+            format!(
+                "ALTER DATABASE {name} SET storefront.event_delivery = 'relay';
+                 SELECT storefront.register_customer('one@example.com', 'pw', 'One');
+                 SELECT storefront.register_customer('two@example.com', 'pw', 'Two');
+                 SELECT storefront.upsert_product('A', 'Alpha', 1000);
+                 SELECT storefront.restock('A', 1000);"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    setup.close().await;
+    // new connections see the database's setting
+    let opts = PgConnectOptions::from_str(&db_url(name)).unwrap();
+    PgPoolOptions::new().max_connections(20).connect_with(opts).await.unwrap()
+}
+
+async fn queued(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM storefront.order_event_queue").fetch_one(pool).await.unwrap()
+}
+
+async fn relay(pool: &PgPool) -> i32 {
+    sqlx::query_scalar("SELECT storefront.relay_order_events()").fetch_one(pool).await.unwrap()
+}
+
+async fn place(pool: &PgPool, customer: i64) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT order_id FROM storefront.place_order({customer}, '[{{\"sku\": \"A\", \"qty\": 1}}]')"
+    ))
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn pay(pool: &PgPool, order_id: i64, reference: &str) {
+    sqlx::query("SELECT storefront.record_payment($1, 1000, true, $2)")
+        .bind(order_id)
+        .bind(reference)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn next_event(listener: &mut PgListener, within: Duration) -> Option<Value> {
+    match tokio::time::timeout(within, listener.recv()).await {
+        Ok(n) => Some(serde_json::from_str(n.unwrap().payload()).unwrap()),
+        Err(_) => None,
+    }
+}
+
+/// Queued at the change, heard only when the relay runs, in order, once;
+/// a rolled-back change is never queued, so never heard.
+#[tokio::test]
+async fn relay_sends_committed_events_in_order() {
+    let pool = relay_store("sf_relay_manual").await;
+    let mut listener = PgListener::connect(&db_url("sf_relay_manual")).await.unwrap();
+    listener.listen("storefront_order_events").await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW storefront.event_delivery").fetch_one(&pool).await.unwrap();
+    assert_eq!(mode, "relay");
+
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT storefront.place_order(1, '[{\"sku\": \"A\", \"qty\": 1}]')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(queued(&pool).await, 0, "a rolled-back order left an event behind");
+
+    let order = place(&pool, 1).await;
+    pay(&pool, order, "psp-1").await;
+    assert_eq!(queued(&pool).await, 2);
+    // nothing is sent until a relay runs
+    assert!(next_event(&mut listener, Duration::from_millis(300)).await.is_none());
+
+    assert_eq!(relay(&pool).await, 2);
+    assert_eq!(queued(&pool).await, 0);
+    for (seq, status) in [(1, "pending"), (2, "paid")] {
+        let e = next_event(&mut listener, Duration::from_secs(5)).await.expect("an event");
+        assert_eq!(e["order_id"], json!(order));
+        assert_eq!(e["seq"], json!(seq));
+        assert_eq!(e["status"], json!(status));
+    }
+    assert_eq!(relay(&pool).await, 0);
+    assert!(next_event(&mut listener, Duration::from_millis(300)).await.is_none(), "an event was sent twice");
+
+    // the payloads are the outbox's, which stays the durable record
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.outbox").fetch_one(&pool).await.unwrap();
+    assert_eq!(outbox, 2);
+
+    // batches: max_events at a time, oldest first
+    let o2 = place(&pool, 2).await;
+    let o3 = place(&pool, 1).await;
+    let sent: i32 = sqlx::query_scalar("SELECT storefront.relay_order_events(1)").fetch_one(&pool).await.unwrap();
+    assert_eq!(sent, 1);
+    assert_eq!(next_event(&mut listener, Duration::from_secs(5)).await.expect("event")["order_id"], json!(o2));
+    assert_eq!(relay(&pool).await, 1);
+    assert_eq!(next_event(&mut listener, Duration::from_secs(5)).await.expect("event")["order_id"], json!(o3));
+    assert_invariants(&pool).await;
+}
+
+/// One relay at a time: while one holds the relay lock, another call sends
+/// nothing and returns 0 at once, so it cannot reorder events.
+#[tokio::test]
+async fn one_relay_at_a_time() {
+    let pool = relay_store("sf_relay_single").await;
+    place(&pool, 1).await;
+    let mut first = pool.begin().await.unwrap();
+    let sent: i32 = sqlx::query_scalar("SELECT storefront.relay_order_events()").fetch_one(&mut *first).await.unwrap();
+    assert_eq!(sent, 1);
+    place(&pool, 2).await;
+    assert_eq!(relay(&pool).await, 0, "a second relay ran while the first was open");
+    first.commit().await.unwrap();
+    assert_eq!(relay(&pool).await, 1);
+}
+
+/// Bad arguments: SQLSTATE and nothing changed (the queue included).
+#[tokio::test]
+async fn relay_refuses_bad_arguments() {
+    let pool = relay_store("sf_relay_errors").await;
+    place(&pool, 1).await;
+    let e = fails_unchanged(&pool, "SELECT storefront.relay_order_events(0)", "22023").await;
+    assert_eq!(e.detail.as_deref(), Some("The max_events given was 0."));
+    fails_unchanged(&pool, "SELECT storefront.relay_order_events(NULL)", "22023").await;
+    fails_unchanged(&pool, "SELECT storefront.start_event_relay(0)", "22023").await;
+    fails_unchanged(&pool, "SELECT storefront.start_event_relay(60001)", "22023").await;
+    let pid: Option<i32> =
+        sqlx::query_scalar("SELECT relay_pid FROM storefront.event_relay_status()").fetch_one(&pool).await.unwrap();
+    assert_eq!(pid, None, "a refused start left a worker running");
+    assert_eq!(queued(&pool).await, 1);
+
+    // the setting, once the library is loaded in a session: an enum, and
+    // the superuser's (or the database's) to choose
+    pool.execute("DROP ROLE IF EXISTS sf_relay_app; CREATE ROLE sf_relay_app").await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute("LOAD 'storefront'").await.unwrap();
+    let err = conn.execute("SET storefront.event_delivery = 'pigeon'").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22023"));
+    conn.execute("SET ROLE sf_relay_app").await.unwrap();
+    let err = conn.execute("SET storefront.event_delivery = 'notify'").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
+    conn.execute("RESET ROLE").await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW storefront.event_delivery").fetch_one(&mut *conn).await.unwrap();
+    assert_eq!(mode, "relay");
+    drop(conn);
+    pool.execute("DROP ROLE sf_relay_app").await.unwrap();
+}
+
+/// The worker: one per database, delivers without anyone calling the relay,
+/// keeps every order's events in order under concurrent load, and stops
+/// for good when told to.
+#[tokio::test]
+async fn worker_delivers_every_event_once_in_order() {
+    let pool = relay_store("sf_relay_worker").await;
+    let mut listener = PgListener::connect(&db_url("sf_relay_worker")).await.unwrap();
+    listener.listen("storefront_order_events").await.unwrap();
+
+    let pid: i32 = sqlx::query_scalar("SELECT storefront.start_event_relay(5)").fetch_one(&pool).await.unwrap();
+    let again: i32 = sqlx::query_scalar("SELECT storefront.start_event_relay()").fetch_one(&pool).await.unwrap();
+    assert_eq!(pid, again, "a second start must return the running worker");
+    let (delivery, running): (String, Option<i32>) =
+        sqlx::query_as("SELECT delivery, relay_pid FROM storefront.event_relay_status()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((delivery.as_str(), running), ("relay", Some(pid)));
+
+    // 8 clients, each placing and paying 25 orders
+    let mut tasks = Vec::new();
+    for c in 0..8i64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..25 {
+                let order = place(&pool, 1 + c % 2).await;
+                pay(&pool, order, &format!("psp-{c}-{i}")).await;
+                ids.push(order);
+            }
+            ids
+        }));
+    }
+    let mut orders = Vec::new();
+    for t in tasks {
+        orders.extend(t.await.unwrap());
+    }
+    let mut heard: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for _ in 0..orders.len() * 2 {
+        let e = next_event(&mut listener, Duration::from_secs(10)).await.expect("the worker to deliver every event");
+        heard.entry(e["order_id"].as_i64().unwrap()).or_default().push(e["seq"].as_i64().unwrap());
+    }
+    assert!(next_event(&mut listener, Duration::from_millis(300)).await.is_none(), "more events than changes");
+    assert_eq!(heard.len(), orders.len());
+    for o in &orders {
+        assert_eq!(heard.get(o), Some(&vec![1, 2]), "events of order {o}");
+    }
+    assert_eq!(queued(&pool).await, 0);
+    assert_invariants(&pool).await;
+
+    let stopped: bool = sqlx::query_scalar("SELECT storefront.stop_event_relay()").fetch_one(&pool).await.unwrap();
+    assert!(stopped);
+    // a stopped relay stays stopped (the restart time is 5 s)
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let running: Option<i32> =
+        sqlx::query_scalar("SELECT relay_pid FROM storefront.event_relay_status()").fetch_one(&pool).await.unwrap();
+    assert_eq!(running, None);
+    let stopped: bool = sqlx::query_scalar("SELECT storefront.stop_event_relay()").fetch_one(&pool).await.unwrap();
+    assert!(!stopped);
+    // events wait in the queue until a relay runs again
+    place(&pool, 1).await;
+    assert_eq!(queued(&pool).await, 1);
+}
