@@ -4,8 +4,9 @@
 # client-side transaction vs pgbench, and the hot-stock contention case),
 # the criterion latency bench (1, 3, 10-line orders), and the time-series
 # benchmarks (time_bucket vs date_bin, ingestion vs COPY, rollup refresh).
-# Results land in book/src/benchmarks/. About 15 minutes.
-#   bash scripts/bench.sh
+# Results land in book/src/benchmarks/. About 20 minutes.
+#   bash scripts/bench.sh                 # everything
+#   bash scripts/bench.sh orders          # only some of: orders criterion timeseries
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 need_root
 BENCH_PORT=${BENCH_PORT:-28818}
@@ -19,10 +20,18 @@ say "starting a fresh benchmark cluster on 127.0.0.1:$BENCH_PORT"
 start_cluster bench "$BENCH_PORT" fresh
 trap 'stop_cluster bench' EXIT
 URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$BENCH_PORT"
+PARTS=" ${*:-orders criterion timeseries} "
+want() { [[ "$PARTS" == *" $1 "* ]]; }
+for p in $PARTS; do
+  case "$p" in orders|criterion|timeseries) ;; *) die "unknown part '$p' (orders, criterion, timeseries)" ;; esac
+done
 
+if want orders; then
 say "load driver (orders)"
 cargo run --release -q -p storefront-benches --bin load -- --url "$URL" --seconds "$SECONDS_PER_CASE" --out "$OUT"
+fi
 
+if want criterion; then
 say "criterion (1, 3 and 10-line orders)"
 STOREFRONT_BENCH_URL="$URL" cargo bench -q -p storefront-benches --bench place_order -- --noplot
 python3 - "$ROOT/target/criterion/place_order" "$OUT/orders-criterion.md" <<'PY'
@@ -46,8 +55,11 @@ with open(out, "w") as f:
                 f"{c[0]:.0f} ({c[1]:.0f}–{c[2]:.0f}) | {p[0]/e[0]:.2}× | {c[0]/e[0]:.2}× |\n")
 print("wrote", out)
 PY
+fi
 
+if want timeseries; then
 say "time-series benchmarks"
 cargo run --release -q -p storefront-benches --bin tsbench -- --url "$URL" --out "$OUT"
+fi
 
 say "done: results in $OUT"

@@ -75,6 +75,8 @@ struct Result_ {
     events: Events,
     errors: u64,
     per_sec: f64,
+    /// share of the machine's CPU time left idle while measuring
+    idle_pct: f64,
     p50_us: u64,
     p99_us: u64,
 }
@@ -123,6 +125,7 @@ where
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     measuring.store(true, Ordering::Relaxed);
+    let cpu = cpu_times();
     let start = Instant::now();
     for s in 1..=seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -130,6 +133,7 @@ where
         eprint!("\r  {label:<34} clients {clients:>2}: {s:>3}/{seconds} s  {:>8.0} /s   ", n as f64 / start.elapsed().as_secs_f64());
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let idle_pct = idle_since(cpu);
     measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -144,11 +148,39 @@ where
         events,
         errors: errors.load(Ordering::Relaxed),
         per_sec: l.len() as f64 / elapsed,
+        idle_pct,
         p50_us: percentile(&l, 0.50),
         p99_us: percentile(&l, 0.99),
     };
     eprintln!("\r  {label:<34} clients {clients:>2}: {:>8.0} /s  p50 {:>6} µs  p99 {:>6} µs  errors {}", r.per_sec, r.p50_us, r.p99_us, r.errors);
     r
+}
+
+/// (idle, total) CPU time of the whole machine so far, from /proc/stat
+/// (idle includes I/O wait); zeros where there is no /proc.
+fn cpu_times() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (idle, fields.iter().sum())
+}
+
+/// Percentage of CPU time idle since `before` (NaN without /proc).
+fn idle_since(before: (u64, u64)) -> f64 {
+    let now = cpu_times();
+    let total = now.1.saturating_sub(before.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    100.0 * now.0.saturating_sub(before.0) as f64 / total as f64
 }
 
 /// pgbench's built-in tpcb-like script: the floor.
@@ -176,7 +208,9 @@ fn pgbench(base: &str, events: Events, clients: usize, seconds: u64) -> Result_ 
         "sf_pgbench",
     ]);
     eprint!("  {:<34} clients {clients:>2}: running {seconds} s", "pgbench tpcb-like (floor)");
+    let cpu = cpu_times();
     let out = cmd.output().expect("pgbench on PATH (postgresql-client-15)");
+    let idle_pct = idle_since(cpu);
     assert!(out.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let tps: f64 = text
@@ -198,6 +232,7 @@ fn pgbench(base: &str, events: Events, clients: usize, seconds: u64) -> Result_ 
         events,
         errors: 0,
         per_sec: tps,
+        idle_pct,
         p50_us: percentile(&lat, 0.5),
         p99_us: percentile(&lat, 0.99),
     };
@@ -378,13 +413,14 @@ fn report(args: &Args, throughput: &[(&str, Result_)], contention: &[Result_]) -
     let _ = writeln!(
         s,
         "Run: {} s per scenario after a 2 s warm-up, a CHECKPOINT before each; two passes per client count \
-         (implementations in rotating order), the better pass shown; orders of 1–3 random lines over {SKUS} SKUs.",
+         (implementations in rotating order), the better pass shown; orders of 1–3 random lines over {SKUS} SKUs. \
+         Idle CPU: the share of the machine's CPU time (all cores, /proc/stat) left idle during the measured seconds.",
         args.seconds
     );
     for &events in &args.events {
         let _ = writeln!(s, "\n**{}**\n", events_title(events));
-        let _ = writeln!(s, "| clients | implementation | orders/s | p50 (ms) | p99 (ms) | errors | vs client-side | vs PL/pgSQL | vs pgbench tpcb-like |");
-        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "| clients | implementation | orders/s | p50 (ms) | p99 (ms) | errors | idle CPU | vs client-side | vs PL/pgSQL | vs pgbench tpcb-like |");
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for &c in &args.clients {
             let client = find(throughput, "client", c, events).map(|r| r.per_sec).unwrap_or(f64::NAN);
             let plpgsql = find(throughput, "plpgsql", c, events).map(|r| r.per_sec).unwrap_or(f64::NAN);
@@ -393,12 +429,13 @@ fn report(args: &Args, throughput: &[(&str, Result_)], contention: &[Result_]) -
                 if let Some(r) = find(throughput, key, c, events) {
                     let _ = writeln!(
                         s,
-                        "| {c} | {} | {:.0} | {:.2} | {:.2} | {} | {:.2}× | {:.2}× | {:.2}× |",
+                        "| {c} | {} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {:.2}× | {:.2}× | {:.2}× |",
                         r.label,
                         r.per_sec,
                         r.p50_us as f64 / 1000.0,
                         r.p99_us as f64 / 1000.0,
                         r.errors,
+                        r.idle_pct,
                         r.per_sec / client,
                         r.per_sec / plpgsql,
                         r.per_sec / floor
