@@ -86,18 +86,25 @@ mod tests {
     }
 
     /// Every data table is registered with pg_extension_config_dump, so
-    /// pg_dump includes its rows.
+    /// pg_dump includes its rows. Unlogged tables hold transient rows (the
+    /// event queue: like NOTIFY's, they do not outlive a crash) and are not.
     #[pg_test]
     fn data_tables_are_dumped() -> R {
         let unregistered = Spi::get_one::<String>(
             "SELECT string_agg(c.relname, ', ')
              FROM pg_class c
              WHERE c.relnamespace = 'storefront'::regnamespace AND c.relkind IN ('r', 'p')
-               AND NOT c.relispartition
+               AND NOT c.relispartition AND c.relpersistence = 'p'
                AND c.oid <> ALL (coalesce((SELECT extconfig FROM pg_extension
                                            WHERE extname = 'storefront'), '{}'))",
         )?;
         assert_eq!(unregistered, None, "tables pg_dump would skip");
+        let transient = Spi::get_one::<String>(
+            "SELECT string_agg(c.relname, ', ' ORDER BY c.relname)
+             FROM pg_class c
+             WHERE c.relnamespace = 'storefront'::regnamespace AND c.relkind IN ('r', 'p') AND c.relpersistence = 'u'",
+        )?;
+        assert_eq!(transient.as_deref(), Some("order_event_queue"), "unlogged tables");
         Ok(())
     }
 
