@@ -68,9 +68,11 @@ $$;
 -- Is a relay worker running for this database, and how far behind is it?
 CREATE FUNCTION event_relay_status(
     OUT delivery text, OUT relay_pid integer, OUT queued bigint, OUT oldest_queued_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
+    -- pg_stat_activity is read once per transaction unless cleared
+    SELECT pg_catalog.pg_stat_clear_snapshot();
     SELECT coalesce(current_setting('storefront.event_delivery', true), 'notify'),
            (SELECT min(a.pid) FROM pg_catalog.pg_stat_activity a
              WHERE a.backend_type = 'storefront event relay' AND a.datid = (
@@ -85,6 +87,7 @@ RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
+    SELECT pg_catalog.pg_stat_clear_snapshot();
     SELECT coalesce(bool_or(pg_catalog.pg_terminate_backend(a.pid, 5000)), false)
     FROM pg_catalog.pg_stat_activity a
     WHERE a.backend_type = 'storefront event relay'

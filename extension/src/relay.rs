@@ -75,6 +75,7 @@ fn start_event_relay(interval_ms: default!(Option<i32>, 10)) -> Result<i32, Erro
 }
 
 fn running_worker() -> Result<Option<i32>, StoreError> {
+    Spi::run("SELECT pg_catalog.pg_stat_clear_snapshot()")?;
     Ok(Spi::get_one::<i32>(
         "SELECT min(pid) FROM pg_catalog.pg_stat_activity
          WHERE backend_type = 'storefront event relay' AND datid = (
@@ -105,13 +106,39 @@ fn start(interval_ms: Option<i32>) -> Result<i32, StoreError> {
                 .detail("No background worker slot is free.")
                 .hint("Raise max_worker_processes, or run storefront.relay_order_events() from pg_cron instead.")
         })?;
-    match worker.wait_for_startup() {
-        Ok(pid) => Ok(pid),
-        Err(BackgroundWorkerStatus::PostmasterDied) => Err(StoreError::internal("postmaster died")),
-        Err(status) => Err(StoreError::new(Kind::InsufficientResources, "the event relay worker did not start")
-            .detail(format!("Its status is {status:?}."))
-            .hint("The server log says why.")),
+    let pid = match worker.wait_for_startup() {
+        Ok(pid) => pid,
+        Err(BackgroundWorkerStatus::PostmasterDied) => return Err(StoreError::internal("postmaster died")),
+        Err(status) => {
+            return Err(StoreError::new(Kind::InsufficientResources, "the event relay worker did not start")
+                .detail(format!("Its status is {status:?}."))
+                .hint("The server log says why."))
+        }
+    };
+    // Return once the worker has connected to this database, so that
+    // event_relay_status() and stop_event_relay() see it from now on. A
+    // worker that finds another relay serving the database exits; then
+    // that one is the answer.
+    for _ in 0..200 {
+        // pg_stat_activity is read once per transaction unless cleared
+        Spi::run("SELECT pg_catalog.pg_stat_clear_snapshot()")?;
+        let connected = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
+                            WHERE pid = $1 AND datid = (SELECT oid FROM pg_catalog.pg_database
+                                                         WHERE datname = current_database()))",
+            &[pid.into()],
+        )?;
+        if connected == Some(true) {
+            return Ok(pid);
+        }
+        if let Some(other) = running_worker()? {
+            return Ok(other);
+        }
+        Spi::run("SELECT pg_catalog.pg_sleep(0.025)")?;
     }
+    Err(StoreError::new(Kind::InsufficientResources, "the event relay worker did not connect")
+        .detail(format!("Process {pid} started but did not connect to the database within 5 seconds."))
+        .hint("The server log says why."))
 }
 
 /// The relay worker: connect to the database it was started for, claim the

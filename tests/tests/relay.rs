@@ -8,8 +8,16 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 use storefront_tests::*;
+
+/// Tests that start relay workers take turns: one of them fills every
+/// background worker slot on purpose.
+fn worker_slots() -> &'static tokio::sync::Mutex<()> {
+    static SLOTS: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Mutex::new(()))
+}
 
 /// A store with two customers and SKU A (10.00, 1000 units), whose
 /// connections use relay delivery.
@@ -169,6 +177,7 @@ async fn relay_refuses_bad_arguments() {
 /// for good when told to.
 #[tokio::test]
 async fn worker_delivers_every_event_once_in_order() {
+    let _turn = worker_slots().lock().await;
     let pool = relay_store("sf_relay_worker").await;
     let mut listener = PgListener::connect(&db_url("sf_relay_worker")).await.unwrap();
     listener.listen("storefront_order_events").await.unwrap();
@@ -226,4 +235,55 @@ async fn worker_delivers_every_event_once_in_order() {
     // events wait in the queue until a relay runs again
     place(&pool, 1).await;
     assert_eq!(queued(&pool).await, 1);
+}
+
+/// With every background worker slot taken (max_worker_processes), starting
+/// a relay fails with 53000 and changes nothing; once a slot is free again,
+/// it starts.
+#[tokio::test]
+async fn no_free_worker_slot_is_53000() {
+    let _turn = worker_slots().lock().await;
+    let pool = relay_store("sf_relay_full").await;
+    // one relay per database: fill the slots with relays of other databases
+    let mut fillers = Vec::new();
+    for i in 0..64 {
+        let name = format!("sf_relay_fill_{i}");
+        let p = fresh_db(&name).await;
+        let started = sqlx::query_scalar::<_, i32>("SELECT storefront.start_event_relay()").fetch_one(&p).await;
+        fillers.push((name, p));
+        if let Err(e) = started {
+            assert_eq!(sqlstate(&e).as_deref(), Some("53000"), "{e}");
+            break;
+        }
+    }
+    assert!(fillers.len() < 64, "64 relays started: max_worker_processes is not what the test cluster sets");
+    let e = fails_unchanged(&pool, "SELECT storefront.start_event_relay()", "53000").await;
+    assert_eq!(e.message, "could not start the event relay worker");
+    assert!(e.hint.unwrap_or_default().contains("max_worker_processes"));
+    let running: Option<i32> =
+        sqlx::query_scalar("SELECT relay_pid FROM storefront.event_relay_status()").fetch_one(&pool).await.unwrap();
+    assert_eq!(running, None);
+
+    let admin = connect("postgres", 1).await;
+    for (name, p) in fillers {
+        sqlx::query("SELECT storefront.stop_event_relay()").execute(&p).await.unwrap();
+        p.close().await;
+        admin.execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str()).await.unwrap();
+    }
+    // the postmaster frees a slot when it has reaped the worker
+    let mut started = None;
+    for _ in 0..50 {
+        match sqlx::query_scalar::<_, i32>("SELECT storefront.start_event_relay()").fetch_one(&pool).await {
+            Ok(pid) => {
+                started = Some(pid);
+                break;
+            }
+            Err(e) => {
+                assert_eq!(sqlstate(&e).as_deref(), Some("53000"), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(started.is_some(), "no relay could start after the slots were freed");
+    assert!(sqlx::query_scalar::<_, bool>("SELECT storefront.stop_event_relay()").fetch_one(&pool).await.unwrap());
 }
