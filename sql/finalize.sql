@@ -129,6 +129,8 @@ COMMENT ON FUNCTION start_event_relay(integer) IS
 'Start the background worker that runs relay_order_events() every interval_ms milliseconds (default 10) for the current database, or return the running one; returns its process id. It is not restarted after a server restart: call it again (pg_cron can, every minute). Errors: 22023 interval outside 1..60000, 53000 no free background worker slot (max_worker_processes).';
 COMMENT ON FUNCTION stop_event_relay() IS
 'Stop the current database''s event relay worker; true if one was running. Queued events stay queued.';
+COMMENT ON FUNCTION relay_worker_pids() IS
+'Internal: process ids of the event relay workers connected to the current database.';
 COMMENT ON FUNCTION event_relay_status() IS
 'How order events are delivered (storefront.event_delivery), the relay worker''s process id (NULL if none runs), and how many events wait in the queue since when.';
 

@@ -65,18 +65,27 @@ BEGIN
 END
 $$;
 
+-- The relay workers connected to this database (one, or briefly two while
+-- a second finds the first and exits). pg_stat_activity is read once per
+-- transaction unless cleared, so clear it: callers poll.
+CREATE FUNCTION relay_worker_pids()
+RETURNS SETOF integer
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_stat_clear_snapshot();
+    SELECT a.pid FROM pg_stat_activity a
+    WHERE a.backend_type = 'storefront event relay' AND a.datname = current_database()
+$$;
+
 -- Is a relay worker running for this database, and how far behind is it?
 CREATE FUNCTION event_relay_status(
     OUT delivery text, OUT relay_pid integer, OUT queued bigint, OUT oldest_queued_at timestamptz)
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
-    -- pg_stat_activity is read once per transaction unless cleared
-    SELECT pg_catalog.pg_stat_clear_snapshot();
     SELECT coalesce(current_setting('storefront.event_delivery', true), 'notify'),
-           (SELECT min(a.pid) FROM pg_catalog.pg_stat_activity a
-             WHERE a.backend_type = 'storefront event relay' AND a.datid = (
-                   SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())),
+           (SELECT min(p) FROM relay_worker_pids() p),
            (SELECT count(*) FROM order_event_queue),
            (SELECT min(q.queued_at) FROM order_event_queue q)
 $$;
@@ -87,9 +96,6 @@ RETURNS boolean
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
-    SELECT pg_catalog.pg_stat_clear_snapshot();
-    SELECT coalesce(bool_or(pg_catalog.pg_terminate_backend(a.pid, 5000)), false)
-    FROM pg_catalog.pg_stat_activity a
-    WHERE a.backend_type = 'storefront event relay'
-      AND a.datid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())
+    SELECT coalesce(bool_or(pg_catalog.pg_terminate_backend(p, 5000)), false)
+    FROM relay_worker_pids() p
 $$;

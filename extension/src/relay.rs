@@ -75,12 +75,7 @@ fn start_event_relay(interval_ms: default!(Option<i32>, 10)) -> Result<i32, Erro
 }
 
 fn running_worker() -> Result<Option<i32>, StoreError> {
-    Spi::run("SELECT pg_catalog.pg_stat_clear_snapshot()")?;
-    Ok(Spi::get_one::<i32>(
-        "SELECT min(pid) FROM pg_catalog.pg_stat_activity
-         WHERE backend_type = 'storefront event relay' AND datid = (
-               SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
-    )?)
+    Ok(Spi::get_one::<i32>("SELECT min(p) FROM storefront.relay_worker_pids() p")?)
 }
 
 fn start(interval_ms: Option<i32>) -> Result<i32, StoreError> {
@@ -120,18 +115,14 @@ fn start(interval_ms: Option<i32>) -> Result<i32, StoreError> {
     // worker that finds another relay serving the database exits; then
     // that one is the answer.
     for _ in 0..200 {
-        // pg_stat_activity is read once per transaction unless cleared
-        Spi::run("SELECT pg_catalog.pg_stat_clear_snapshot()")?;
-        let connected = Spi::get_one_with_args::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity
-                            WHERE pid = $1 AND datid = (SELECT oid FROM pg_catalog.pg_database
-                                                         WHERE datname = current_database()))",
+        let (connected, any) = Spi::get_two_with_args::<bool, i32>(
+            "SELECT coalesce(bool_or(p = $1), false), min(p) FROM storefront.relay_worker_pids() p",
             &[pid.into()],
         )?;
         if connected == Some(true) {
             return Ok(pid);
         }
-        if let Some(other) = running_worker()? {
+        if let Some(other) = any {
             return Ok(other);
         }
         Spi::run("SELECT pg_catalog.pg_sleep(0.025)")?;
@@ -162,18 +153,22 @@ pub extern "C-unwind" fn storefront_event_relay_main(arg: pg_sys::Datum) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
+        // one transaction per tick: find the relay function, run it. An
+        // error here ends the process with exit code 1; the postmaster
+        // starts it again after the restart time.
         let present = BackgroundWorker::transaction(|| {
-            Spi::get_one::<bool>("SELECT to_regprocedure('storefront.relay_order_events(integer)') IS NOT NULL")
+            let present = Spi::get_one::<bool>(
+                "SELECT to_regprocedure('storefront.relay_order_events(integer)') IS NOT NULL",
+            );
+            if matches!(present, Ok(Some(true))) {
+                let _ = Spi::get_one::<i32>("SELECT storefront.relay_order_events()");
+            }
+            present
         });
         if !matches!(present, Ok(Some(true))) {
             // the extension is gone from this database: stop for good
             return;
         }
-        // an error here ends the process with exit code 1; the postmaster
-        // starts it again after the restart time
-        BackgroundWorker::transaction(|| {
-            let _ = Spi::get_one::<i32>("SELECT storefront.relay_order_events()");
-        });
     }
 }
 
