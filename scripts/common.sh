@@ -154,3 +154,66 @@ run_isolation() {
     --dbname=sf_isolation --load-extension=storefront "${specs[@]}" \
     || { cat "$out/regression.diffs" 2>/dev/null | head -100; die "isolation specs failed (diffs above, all in $out)"; }
 }
+
+# Released versions the upgrade test starts from, each with the commit it
+# was released at; its install script is sql/storefront--<version>.sql.
+RELEASES=("0.1.0:b800f11c517b56d1a5a47bbd7c3fbcf5c2f73780")
+# Builds of released libraries, kept across clones (keyed by commit, rustc
+# and PostgreSQL version): a release's library never changes.
+RELEASE_CACHE=${STOREFRONT_RELEASE_CACHE:-$HOME/.cache/storefront/releases}
+
+# The library of a released version, built from its commit (once per
+# commit, toolchain and PostgreSQL); prints its path.
+release_library() {
+  local version=$1 commit=$2
+  local key
+  key="$commit-$(rustc --version | cut -d' ' -f2)-$("$PG_CONFIG" --version | cut -d' ' -f2)"
+  local out="$RELEASE_CACHE/$key/storefront.so"
+  if [ ! -f "$out" ]; then
+    say "building the $version library from $commit (once; cached in $RELEASE_CACHE)" >&2
+    git -C "$ROOT" cat-file -e "$commit^{commit}" 2>/dev/null \
+      || die "commit $commit (release $version) is not in this clone's history"
+    local src="$RELEASE_CACHE/src-$version"
+    rm -rf "$src" && mkdir -p "$src"
+    git -C "$ROOT" archive "$commit" | tar -x -C "$src"
+    # its own target directory: the crate has the same name and the same
+    # output file as the current one
+    (cd "$src/extension" && CARGO_TARGET_DIR="$RELEASE_CACHE/target" cargo build --lib --features pg15 >&2) \
+      || die "building release $version failed"
+    mkdir -p "$(dirname "$out")"
+    cp "$RELEASE_CACHE/target/debug/libstorefront.so" "$out"
+    rm -rf "$src"
+  fi
+  echo "$out"
+}
+
+# The upgrade kit (see tests/tests/upgrade.rs): a private, relocated copy
+# of the PostgreSQL installation whose library and extension directories
+# the upgrade test may change, the released libraries, and the current
+# one. Needs the current extension installed (install_extension).
+prepare_upgrade_kit() {
+  local kit
+  kit="$(cluster_base)/upgrade-kit"
+  say "preparing the upgrade kit in $kit"
+  rm -rf "$kit"
+  mkdir -p "$kit/pg/usr/lib/postgresql" "$kit/pg/usr/share/postgresql" "$kit/releases"
+  cp -a /usr/lib/postgresql/15 "$kit/pg/usr/lib/postgresql/"
+  cp -a /usr/share/postgresql/15 "$kit/pg/usr/share/postgresql/"
+  local ext="$kit/pg/usr/share/postgresql/15/extension"
+  rm -f "$ext"/storefront--*.sql
+  cp "$("$PG_CONFIG" --sharedir)/extension/storefront--$(extension_version).sql" "$ext/"
+  cp "$ROOT"/sql/storefront--*.sql "$ext/"
+  cp "$("$PG_CONFIG" --pkglibdir)/storefront.so" "$kit/storefront-current.so"
+  local rel version commit
+  for rel in "${RELEASES[@]}"; do
+    version=${rel%%:*}
+    commit=${rel##*:}
+    cp "$(release_library "$version" "$commit")" "$kit/releases/storefront-$version.so"
+  done
+  chown -R postgres:postgres "$kit"
+  export STOREFRONT_UPGRADE_KIT="$kit"
+}
+
+extension_version() {
+  sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/extension/Cargo.toml" | head -1
+}

@@ -33,6 +33,8 @@ run_isolation
 say "building the benchmarks (not running them: they are not tests)"
 cargo build -p storefront-benches --all-targets
 
+prepare_upgrade_kit
+
 say "integration tests (tests/ crate)"
 export STOREFRONT_TEST_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$TEST_PORT"
 export STOREFRONT_ROOT="$ROOT"

@@ -31,6 +31,17 @@ pub fn repo_root() -> PathBuf {
     }
 }
 
+/// The extension's version (extension/Cargo.toml), which CREATE
+/// EXTENSION installs by default.
+pub fn extension_version() -> String {
+    let manifest = std::fs::read_to_string(repo_root().join("extension/Cargo.toml")).expect("extension/Cargo.toml");
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')))
+        .expect("a version line in extension/Cargo.toml")
+        .to_string()
+}
+
 pub async fn connect(db: &str, max: u32) -> PgPool {
     let opts = PgConnectOptions::from_str(&db_url(db)).expect("valid test URL");
     PgPoolOptions::new()
@@ -164,4 +175,135 @@ pub fn psql(db: &str, script: &str) -> (bool, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// A description of everything the extension installed in the current
+/// database, one line per fact, sorted: member relations with their
+/// columns (in order), constraints, indexes, triggers, policies and
+/// privileges; member functions with their whole definitions and
+/// privileges; types, sequences, schemas; comments on all of them; the
+/// tables registered for pg_dump. Object ids and run-time objects (event
+/// partitions, rollups) are left out. A fresh install and an upgraded one
+/// must give the same lines.
+pub async fn schema_fingerprint(pool: &PgPool) -> Vec<String> {
+    let sql = r#"
+WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'storefront'),
+members AS (
+    SELECT d.classid, d.objid FROM pg_depend d, ext
+    WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'),
+rels AS (SELECT c.* FROM pg_class c JOIN members m ON m.classid = 'pg_class'::regclass AND m.objid = c.oid),
+procs AS (SELECT p.* FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid),
+lines AS (
+    SELECT format('relation %s kind=%s persistence=%s options=%s acl=%s rls=%s force_rls=%s',
+                  r.oid::regclass, r.relkind, r.relpersistence, r.reloptions, r.relacl,
+                  r.relrowsecurity, r.relforcerowsecurity) AS line
+    FROM rels r
+    UNION ALL
+    SELECT format('column %s #%s %s %s notnull=%s default=%s identity=%s generated=%s collation=%s acl=%s',
+                  a.attrelid::regclass,
+                  row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum), a.attname,
+                  format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                  pg_get_expr(ad.adbin, ad.adrelid), a.attidentity, a.attgenerated,
+                  a.attcollation::regcollation, a.attacl)
+    FROM pg_attribute a JOIN rels r ON r.oid = a.attrelid
+    LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+    WHERE a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
+    SELECT format('constraint %s %s %s validated=%s', c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid),
+                  c.convalidated)
+    FROM pg_constraint c JOIN rels r ON r.oid = c.conrelid
+    UNION ALL
+    SELECT format('index %s', pg_get_indexdef(i.indexrelid))
+    FROM pg_index i JOIN rels r ON r.oid = i.indrelid
+    UNION ALL
+    SELECT format('trigger %s', pg_get_triggerdef(t.oid))
+    FROM pg_trigger t JOIN rels r ON r.oid = t.tgrelid
+    -- not the ones create_rollup() puts on a source at run time
+    WHERE NOT t.tgisinternal AND t.tgname NOT LIKE 'storefront\_rollup\_%'
+    UNION ALL
+    SELECT format('policy %s %s %s roles=%s using=%s check=%s', p.polrelid::regclass, p.polname, p.polcmd,
+                  p.polroles::regrole[], pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid))
+    FROM pg_policy p JOIN rels r ON r.oid = p.polrelid
+    UNION ALL
+    SELECT format('view %s %s', r.oid::regclass, pg_get_viewdef(r.oid)) FROM rels r WHERE r.relkind IN ('v', 'm')
+    UNION ALL
+    SELECT format('sequence %s %s start=%s inc=%s min=%s max=%s cache=%s cycle=%s', s.seqrelid::regclass,
+                  format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle)
+    FROM pg_sequence s JOIN rels r ON r.oid = s.seqrelid
+    UNION ALL
+    SELECT format('function %s kind=%s acl=%s %s', p.oid::regprocedure, p.prokind, p.proacl,
+                  CASE WHEN p.prokind = 'a' THEN
+                      (SELECT format('aggregate sfunc=%s stype=%s', a.aggtransfn, format_type(a.aggtranstype, NULL))
+                       FROM pg_aggregate a WHERE a.aggfnoid = p.oid)
+                  ELSE pg_get_functiondef(p.oid) END)
+    FROM procs p
+    UNION ALL
+    SELECT format('type %s kind=%s %s', t.oid::regtype, t.typtype,
+                  (SELECT string_agg(format('%s %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+                   FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0))
+    FROM pg_type t JOIN members m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid
+    UNION ALL
+    SELECT format('schema %s acl=%s', n.nspname, n.nspacl)
+    FROM pg_namespace n JOIN members m ON m.classid = 'pg_namespace'::regclass AND m.objid = n.oid
+    UNION ALL
+    SELECT format('member %s', pg_describe_object(m.classid, m.objid, 0)) FROM members m
+    UNION ALL
+    SELECT format('comment %s: %s', pg_describe_object(d.classoid, d.objoid, d.objsubid), d.description)
+    FROM pg_description d JOIN members m ON m.classid = d.classoid AND m.objid = d.objoid
+    UNION ALL
+    SELECT format('dumped %s %s', c.cfg::regclass, coalesce(e.extcondition[c.n], ''))
+    FROM pg_extension e, ext, unnest(e.extconfig) WITH ORDINALITY c(cfg, n) WHERE e.oid = ext.oid
+    UNION ALL
+    SELECT format('extension schema=%s relocatable=%s', e.extnamespace::regnamespace, e.extrelocatable)
+    FROM pg_extension e, ext WHERE e.oid = ext.oid
+)
+SELECT line FROM lines ORDER BY line"#;
+    sqlx::query_scalar(sql).fetch_all(pool).await.expect("schema fingerprint")
+}
+
+/// Count and an order-independent hash of the rows of every table in the
+/// store's schemas (each row over `columns` of its table when given, else
+/// all columns), by table.
+pub async fn row_digest(pool: &PgPool, columns: Option<&std::collections::BTreeMap<String, Vec<String>>>) -> std::collections::BTreeMap<String, (i64, String)> {
+    let tables: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT c.oid::regclass::text,
+                array_agg(quote_ident(a.attname) ORDER BY a.attnum)
+         FROM pg_class c
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.relkind = 'r' AND c.relnamespace::regnamespace::text LIKE 'storefront%'
+         GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list tables");
+    let mut out = std::collections::BTreeMap::new();
+    for (table, all) in tables {
+        let cols = columns.and_then(|c| c.get(&table)).cloned().unwrap_or(all);
+        let row = sqlx::query(&format!(
+            "SELECT count(*), coalesce(sum(('x' || substr(md5(ROW({})::text), 1, 15))::bit(60)::bigint::numeric), 0)::text
+             FROM {table}",
+            cols.join(", ")
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("digest {table}: {e}"));
+        out.insert(table, (row.get::<i64, _>(0), row.get::<String, _>(1)));
+    }
+    out
+}
+
+/// The columns of every table in the store's schemas (quoted names, in
+/// order), for digests over the same columns later.
+pub async fn table_columns(pool: &PgPool) -> std::collections::BTreeMap<String, Vec<String>> {
+    let rows: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT c.oid::regclass::text, array_agg(quote_ident(a.attname) ORDER BY a.attnum)
+         FROM pg_class c
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE c.relkind = 'r' AND c.relnamespace::regnamespace::text LIKE 'storefront%'
+         GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("table columns");
+    rows.into_iter().collect()
 }

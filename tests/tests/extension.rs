@@ -48,7 +48,7 @@ async fn extension_reports_its_version_and_schema() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(version, "0.1.0");
+    assert_eq!(version, extension_version());
     assert_eq!(schema, "storefront");
     assert!(!relocatable);
 }

@@ -1,0 +1,200 @@
+//! Versioned upgrades, the way a DBA does them: install a released
+//! version with its own library, load demo data (and run-time objects: a
+//! rollup, a retention policy), put the new library in place, restart,
+//! `ALTER EXTENSION storefront UPDATE`. Then the upgraded database must
+//! describe exactly what a fresh install of the new version does (tables,
+//! columns in order, constraints, indexes, functions with their bodies,
+//! privileges, comments), every row must have survived, and every
+//! invariant must hold.
+//!
+//! This runs in a private, relocated copy of the PostgreSQL installation
+//! (the upgrade kit, made by scripts/test.sh), so swapping the library
+//! touches no other cluster.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+use storefront_tests::*;
+
+const PORT: u16 = 28817;
+
+struct Kit {
+    root: PathBuf,
+}
+
+impl Kit {
+    fn bin(&self, tool: &str) -> PathBuf {
+        self.root.join("pg/usr/lib/postgresql/15/bin").join(tool)
+    }
+    fn library(&self) -> PathBuf {
+        self.root.join("pg/usr/lib/postgresql/15/lib/storefront.so")
+    }
+    fn data(&self) -> PathBuf {
+        self.root.join("data")
+    }
+    fn as_postgres(&self, tool: &str, args: &[&str]) {
+        let out = Command::new("sudo")
+            .arg("-u")
+            .arg("postgres")
+            .arg(self.bin(tool))
+            .args(args)
+            .output()
+            .expect("run a PostgreSQL tool as postgres");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fn install_library(&self, from: &Path) {
+        // a new file, not an overwrite: running backends map the old one
+        let tmp = self.library().with_extension("so.new");
+        std::fs::copy(from, &tmp).expect("copy library");
+        std::fs::rename(&tmp, self.library()).expect("put library in place");
+    }
+    fn initdb(&self) {
+        let data = self.data();
+        let _ = std::fs::remove_dir_all(&data);
+        self.as_postgres(
+            "initdb",
+            &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
+        );
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {PORT}\nunix_socket_directories = '{}'\n\
+             shared_buffers = 512MB\nwork_mem = 32MB\nmaintenance_work_mem = 512MB\nmax_wal_size = 4GB\n\
+             fsync = off\nsynchronous_commit = off\nlog_min_messages = warning\n",
+            self.root.display()
+        );
+        let path = data.join("postgresql.conf");
+        let mut all = std::fs::read_to_string(&path).unwrap();
+        all.push_str(&conf);
+        std::fs::write(&path, all).unwrap();
+    }
+    fn start(&self) {
+        let log = self.root.join("server.log");
+        self.as_postgres(
+            "pg_ctl",
+            &["-D", self.data().to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        );
+    }
+    fn stop(&self) {
+        self.as_postgres("pg_ctl", &["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+async fn pool(db: &str) -> PgPool {
+    let opts = PgConnectOptions::from_str(&format!("postgres://postgres@127.0.0.1:{PORT}/{db}")).unwrap();
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(opts)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the upgrade cluster ({db}): {e}"))
+}
+
+fn releases(kit: &Kit) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(kit.root.join("releases"))
+        .expect("kit/releases")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(name.strip_prefix("storefront-")?.strip_suffix(".so")?.to_string())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn upgrades_keep_schema_rows_and_invariants() {
+    let root = std::env::var("STOREFRONT_UPGRADE_KIT")
+        .expect("STOREFRONT_UPGRADE_KIT is not set: run the tests through scripts/test.sh, which prepares the upgrade kit");
+    let kit = Kit { root: PathBuf::from(root) };
+    let current = extension_version();
+    let versions = releases(&kit);
+    assert!(!versions.is_empty(), "no released library in the kit");
+    for from in versions {
+        upgrade_from(&kit, &from, &current).await;
+    }
+}
+
+async fn upgrade_from(kit: &Kit, from: &str, to: &str) {
+    // the released version, with its own library
+    kit.install_library(&kit.root.join(format!("releases/storefront-{from}.so")));
+    kit.initdb();
+    kit.start();
+    let admin = pool("postgres").await;
+    admin.execute("CREATE DATABASE upgraded").await.unwrap();
+    admin.execute("CREATE DATABASE fresh").await.unwrap();
+    let old = pool("upgraded").await;
+    old.execute(format!("CREATE EXTENSION storefront VERSION '{from}'").as_str()).await.unwrap();
+    old.execute(
+        "SELECT * FROM storefront.seed_demo_data(1);
+         SELECT storefront.create_rollup('views_hourly', 'storefront.event', 'at', '1 hour', '{kind}', '{count}');
+         SELECT storefront.refresh_rollup('views_hourly');
+         SELECT storefront.set_retention('views_hourly', '400 days');",
+    )
+    .await
+    .expect("demo data and run-time objects on the released version");
+    assert_invariants(&old).await;
+    let columns = table_columns(&old).await;
+    let before = row_digest(&old, None).await;
+    old.close().await;
+    admin.close().await;
+
+    // the new library, a restart, the update
+    kit.stop();
+    kit.install_library(&kit.root.join("storefront-current.so"));
+    kit.start();
+    let upgraded = pool("upgraded").await;
+    upgraded.execute("ALTER EXTENSION storefront UPDATE").await.expect("ALTER EXTENSION storefront UPDATE");
+    let version: String = sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'storefront'")
+        .fetch_one(&upgraded)
+        .await
+        .unwrap();
+    assert_eq!(version, to);
+
+    // every row survived, every invariant holds
+    let after = row_digest(&upgraded, Some(&columns)).await;
+    for (table, was) in &before {
+        assert_eq!(after.get(table), Some(was), "rows of {table} changed in the upgrade from {from}");
+    }
+    assert_invariants(&upgraded).await;
+
+    // the same schema as a fresh install
+    let fresh = pool("fresh").await;
+    fresh.execute("CREATE EXTENSION storefront").await.unwrap();
+    let want = schema_fingerprint(&fresh).await;
+    let got = schema_fingerprint(&upgraded).await;
+    let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
+    let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the upgrade from {from} differs from a fresh install of {to}:\n\
+         --- only in a fresh install ({}):\n{}\n--- only after the upgrade ({}):\n{}",
+        missing.len(),
+        missing.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n"),
+        extra.len(),
+        extra.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+    );
+
+    // and the upgraded store works: orders, payments, maintenance, rollups
+    upgraded
+        .execute(
+            "SELECT storefront.place_order(c.customer_id, jsonb_build_array(jsonb_build_object('sku', s.code, 'qty', 1)))
+             FROM (SELECT customer_id FROM storefront.customer ORDER BY customer_id LIMIT 1) c,
+                  (SELECT s.code FROM storefront.sku s JOIN storefront.inventory i USING (sku_id)
+                   WHERE i.on_hand - i.reserved > 0 AND s.hot_slots = 0 ORDER BY s.sku_id LIMIT 1) s;
+             SELECT * FROM storefront.run_maintenance();
+             SELECT storefront.refresh_rollup('views_hourly');",
+        )
+        .await
+        .expect("the upgraded store works");
+    assert_invariants(&upgraded).await;
+    upgraded.close().await;
+    fresh.close().await;
+    kit.stop();
+}
