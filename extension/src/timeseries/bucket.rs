@@ -200,11 +200,36 @@ pub fn bucket_date(plan: Plan, date: i32, origin: Option<i32>) -> BResult<i32> {
             if p % USECS_PER_DAY != 0 {
                 return Err(BucketError::NotWholeDays);
             }
-            let origin_ts = origin.map(|o| o as i64 * USECS_PER_DAY).unwrap_or(DEFAULT_ORIGIN);
-            let b = fixed(p, date as i64 * USECS_PER_DAY, origin_ts)?;
-            i32::try_from(ts_date(b)).map_err(|_| BucketError::OutOfRange)
+            // in days: dates reach far beyond the timestamp range
+            let origin = origin.map(|o| o as i64).unwrap_or(DEFAULT_ORIGIN / USECS_PER_DAY);
+            let b = fixed(p / USECS_PER_DAY, date as i64, origin)?;
+            i32::try_from(b).map_err(|_| BucketError::OutOfRange)
         }
     }
+}
+
+/// The offset of the date forms in days: whole days, zero or more, no
+/// months (TimescaleDB refuses the others).
+pub fn date_offset_days(off: Width) -> BResult<i32> {
+    if off.months != 0 || off.micros != 0 || off.days < 0 {
+        return Err(BucketError::NotWholeDays);
+    }
+    Ok(off.days)
+}
+
+/// Bucket a date with an offset in days: bucket(date - offset) + offset.
+/// Fixed widths must be whole days, as for the other date forms.
+pub fn bucket_date_offset(plan: Plan, date: i32, offset_days: i32) -> BResult<i32> {
+    if date == i32::MIN || date == i32::MAX {
+        return Ok(date); // -infinity / infinity
+    }
+    if let Plan::Fixed(p) = plan {
+        if p % USECS_PER_DAY != 0 {
+            return Err(BucketError::NotWholeDays);
+        }
+    }
+    let shifted = date.checked_sub(offset_days).ok_or(BucketError::OutOfRange)?;
+    bucket_date(plan, shifted, None)?.checked_add(offset_days).ok_or(BucketError::OutOfRange)
 }
 
 /// timestamp + interval, as PostgreSQL computes it for `timestamp` (and for
@@ -410,6 +435,33 @@ mod tests {
         assert_eq!(bucket_date(Plan::Fixed(H), d, None), Err(BucketError::NotWholeDays));
         let origin = days_from_civil(2024, 3, 16) as i32;
         assert_eq!(bucket_date(Plan::Fixed(2 * USECS_PER_DAY), d, Some(origin)), Ok(origin));
+    }
+
+    #[test]
+    fn dates_beyond_the_timestamp_range() {
+        // 5874897-12-31, the last date PostgreSQL has
+        let last = days_from_civil(5_874_897, 12, 31) as i32;
+        let b = bucket_date(Plan::Fixed(7 * USECS_PER_DAY), last, None).unwrap();
+        assert!(b <= last && last - b < 7);
+        assert!(bucket_date(Plan::Fixed(USECS_PER_DAY), last, None).is_ok());
+        assert!(bucket_date_offset(Plan::Fixed(USECS_PER_DAY), last, 0).is_ok());
+    }
+
+    #[test]
+    fn date_offsets_are_whole_days() {
+        assert_eq!(date_offset_days(Width::new(0, 2, 0)), Ok(2));
+        assert_eq!(date_offset_days(Width::new(0, 0, 0)), Ok(0));
+        for bad in [Width::new(0, 0, H), Width::new(0, -1, 0), Width::new(1, 0, 0), Width::new(0, 1, 1)] {
+            assert!(date_offset_days(bad).is_err(), "{bad}");
+        }
+        let d = days_from_civil(2024, 3, 17) as i32; // a Sunday
+        // weeks starting on Wednesday (Monday + 2 days)
+        assert_eq!(bucket_date_offset(Plan::Fixed(7 * USECS_PER_DAY), d, 2), Ok(days_from_civil(2024, 3, 13) as i32));
+        // months starting on the 2nd
+        assert_eq!(bucket_date_offset(Plan::Months(1), days_from_civil(2024, 3, 1) as i32, 1), Ok(days_from_civil(2024, 2, 2) as i32));
+        // the width check the other date forms make
+        assert_eq!(bucket_date_offset(Plan::Fixed(H), d, 0), Err(BucketError::NotWholeDays));
+        assert_eq!(bucket_date_offset(Plan::Months(1), i32::MAX, 3), Ok(i32::MAX));
     }
 
     #[test]

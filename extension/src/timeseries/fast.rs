@@ -158,6 +158,39 @@ pub unsafe extern "C-unwind" fn storefront_time_bucket_ts_offset(fcinfo: pg_sys:
     }
 }
 
+finfo!(pg_finfo_storefront_rollup_bucket);
+/// rollup_bucket(interval, timestamptz): time_bucket for rollups, total
+/// over every storable time. Where time_bucket raises "timestamp out of
+/// range" (a time so close to the start of the timestamp range that its
+/// bucket would start before it), this returns -infinity, so no row of a
+/// rollup's source can make a refresh fail. Bad widths still raise (a
+/// rollup's width was checked when it was made).
+///
+/// # Safety
+/// Called by fmgr as declared in sql/rollups.sql.
+#[no_mangle]
+pub unsafe extern "C-unwind" fn storefront_rollup_bucket(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: see the module comment
+    let (w, ts) = unsafe { (width(arg(fcinfo, 0)), arg(fcinfo, 1).value() as i64) };
+    let p = match bucket::plan(w) {
+        Ok(p) => p,
+        Err(e) => fail(e, w),
+    };
+    let r = match p {
+        Plan::Fixed(_) => bucket::bucket_ts(p, ts, None),
+        Plan::Months(_) => {
+            let mut local = MonthMemo::empty();
+            // SAFETY: this entry point always keeps a MonthMemo in fn_extra
+            let m = unsafe { extra(fcinfo, local) }.unwrap_or(&mut local);
+            bucket_ts_memo(m, p, ts, None)
+        }
+    };
+    pg_sys::Datum::from(match r {
+        Ok(b) if !bucket::is_finite(b) || (bucket::MIN_TIMESTAMP..bucket::END_TIMESTAMP).contains(&b) => b,
+        _ => bucket::NOBEGIN,
+    })
+}
+
 /// The plan of a width, for callers that bucket many values.
 pub fn plan_or_fail(w: Width) -> Plan {
     match bucket::plan(w) {
@@ -252,12 +285,59 @@ struct TzExtra {
     memo: MonthMemo,
 }
 
+/// time_bucket of one instant in a time zone, with TimescaleDB's
+/// semantics (2.28):
+///
+/// 1. an offset is applied in absolute time: `ts - offset` (interval
+///    arithmetic in UTC, so the result does not depend on the session);
+/// 2. that instant is read as local time in the zone and bucketed there
+///    (local midnights, local month starts; the origin read in the zone);
+/// 3. the local bucket start is turned back into an instant as
+///    `timestamp AT TIME ZONE` does. At a fall-back change a local time
+///    happens twice and PostgreSQL picks the later instant; when that is
+///    after the time being bucketed, the bucket is the earlier one (the
+///    local start read with the time's own UTC offset), so a bucket always
+///    starts at or before the time it holds;
+/// 4. the offset is added back, in absolute time.
+///
+/// `memo` speeds up month widths; `z` caches the zone.
+#[inline(always)]
+pub fn bucket_in_zone(
+    z: &mut super::zone::Zone,
+    tz: pg_sys::Datum,
+    memo: &mut MonthMemo,
+    p: Plan,
+    ts: i64,
+    origin: Option<i64>,
+    offset: Option<Width>,
+) -> Result<i64, BucketError> {
+    use super::zone;
+    if !bucket::is_finite(ts) {
+        return Ok(ts);
+    }
+    let shifted = match offset {
+        Some(off) => bucket::add_interval(ts, bucket::negate(off))?,
+        None => ts,
+    };
+    let local = zone::to_local(z, tz, shifted);
+    let origin = origin.map(|o| if bucket::is_finite(o) { zone::to_local(z, tz, o) } else { o });
+    let start = bucket_ts_memo(memo, p, local, origin)?;
+    let mut utc = zone::to_utc(z, tz, start);
+    if utc > shifted {
+        // `start` is ambiguous and PostgreSQL chose its later reading
+        utc = start - (local - shifted);
+    }
+    match offset {
+        Some(off) => bucket::add_interval(utc, off),
+        None => Ok(utc),
+    }
+}
+
 finfo!(pg_finfo_storefront_time_bucket_tz);
 /// time_bucket(interval, timestamptz, timezone text, origin timestamptz
-/// DEFAULT NULL, "offset" interval DEFAULT NULL): bucket the local time in
-/// `timezone` (local midnights, local month starts), then convert back. Not
-/// STRICT: a NULL width, time or zone gives NULL; a NULL origin or offset
-/// means "not given".
+/// DEFAULT NULL, "offset" interval DEFAULT NULL): see `bucket_in_zone`.
+/// Not STRICT: a NULL width, time or zone gives NULL; a NULL origin or
+/// offset means "not given".
 ///
 /// # Safety
 /// Called by fmgr as declared in sql/timeseries.sql.
@@ -289,18 +369,9 @@ pub unsafe extern "C-unwind" fn storefront_time_bucket_tz(fcinfo: pg_sys::Functi
             None => &mut local_cache,
         };
         zone::ensure(&mut x.zone, tz);
-        let local = zone::to_local(&mut x.zone, tz, ts);
-        let origin = origin.map(|o| if bucket::is_finite(o) { zone::to_local(&mut x.zone, tz, o) } else { o });
-        let b = match offset {
-            None => bucket_ts_memo(&mut x.memo, p, local, origin),
-            Some(off) => bucket::add_interval(local, bucket::negate(off))
-                .and_then(|s| bucket::bucket_ts(p, s, origin))
-                .and_then(|b| bucket::add_interval(b, off)),
-        };
-        let b = match b {
-            Ok(b) => b,
+        match bucket_in_zone(&mut x.zone, tz, &mut x.memo, p, ts, origin, offset) {
+            Ok(b) => pg_sys::Datum::from(checked_ts(b, w)),
             Err(e) => fail(e, w),
-        };
-        pg_sys::Datum::from(checked_ts(zone::to_utc(&mut x.zone, tz, b), w))
+        }
     }
 }

@@ -37,6 +37,8 @@ pub enum GapError {
     Duplicate(i64),
     /// times and values have different lengths
     Lengths(usize, usize),
+    /// a point at -infinity or infinity (it has no bucket to fill from)
+    NotFinite(i64),
 }
 
 impl From<BucketError> for GapError {
@@ -52,6 +54,7 @@ impl fmt::Display for GapError {
             GapError::TooMany => write!(f, "too many buckets"),
             GapError::Duplicate(_) => write!(f, "more than one value for a bucket"),
             GapError::Lengths(a, b) => write!(f, "times and values differ in length ({a} and {b})"),
+            GapError::NotFinite(_) => write!(f, "gap filling needs finite times"),
         }
     }
 }
@@ -95,6 +98,9 @@ pub fn grid(plan: Plan, start: i64, finish: i64, origin: Option<i64>) -> Result<
 /// points after it anchor interpolation on the right. NULL values count as
 /// missing.
 pub fn fill(grid: &[i64], points: &[(i64, Option<f64>)], how: Fill) -> Result<Vec<Option<f64>>, GapError> {
+    if let Some(&(t, _)) = points.iter().find(|(t, _)| !bucket::is_finite(*t)) {
+        return Err(GapError::NotFinite(t));
+    }
     for w in points.windows(2) {
         if w[0].0 == w[1].0 {
             return Err(GapError::Duplicate(w[0].0));
@@ -193,6 +199,14 @@ mod tests {
         assert_eq!(fill(&g, &pts, Fill::Locf).unwrap(), vec![Some(1.0), Some(1.0)]);
         assert_eq!(fill(&g, &pts, Fill::Linear).unwrap(), vec![Some(3.0), Some(4.0)]);
         assert_eq!(fill(&g, &pts, Fill::None).unwrap(), vec![None, None]);
+    }
+
+    #[test]
+    fn infinite_points_are_refused_not_overflowed() {
+        let g = [0, H];
+        for t in [bucket::NOBEGIN, bucket::NOEND] {
+            assert_eq!(fill(&g, &[(t, Some(1.0)), (H, Some(2.0))], Fill::Linear), Err(GapError::NotFinite(t)));
+        }
     }
 
     #[test]

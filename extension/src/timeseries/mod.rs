@@ -69,17 +69,23 @@ fn time_bucket_date_origin(bucket_width: Interval, ts: Date, origin: Date) -> Re
     date(b, w)
 }
 
+/// time_bucket(width, date - offset) + offset, for dates: like
+/// TimescaleDB, the offset must be whole days, zero or more (a sub-day,
+/// negative or month offset is refused), and the width whole days or months.
 #[pg_extern(name = "time_bucket", immutable, strict, parallel_safe)]
 fn time_bucket_date_offset(bucket_width: Interval, ts: Date, offset: Interval) -> Result<Date, ErrorReport> {
     let (p, w) = plan(&bucket_width)?;
+    let off = width(&offset);
+    let days = bucket::date_offset_days(off).map_err(|_| {
+        ErrorReport::from(
+            StoreError::invalid("offset for dates must be zero or more whole days")
+                .detail(format!("The offset given was {off}."))
+                .hint("Use an offset such as '1 day' or '0'."),
+        )
+    })?;
     let raw: i32 = ts.into();
-    if raw == i32::MIN || raw == i32::MAX {
-        return date(raw, w);
-    }
-    // (time_bucket(width, ts - offset) + offset)::date, in timestamp arithmetic
-    let b = bucket::bucket_ts_offset(p, raw as i64 * bucket::USECS_PER_DAY, width(&offset))
-        .map_err(|e| bucket_error(e, w))?;
-    date(bucket::ts_date(b) as i32, w)
+    let b = bucket::bucket_date_offset(p, raw, days).map_err(|e| bucket_error(e, w))?;
+    date(b, w)
 }
 
 // ------------------------------------------------------- gap filling --
@@ -96,6 +102,9 @@ fn gap_error(e: gapfill::GapError, w: Width) -> ErrorReport {
         gapfill::GapError::Lengths(a, b) => StoreError::invalid("times and values must have the same length")
             .detail(format!("There are {a} times and {b} values."))
             .into(),
+        gapfill::GapError::NotFinite(t) => StoreError::new(Kind::DatetimeOverflow, "gap filling needs finite times")
+            .detail(format!("A time is {}.", if t < 0 { "-infinity" } else { "infinity" }))
+            .into(),
     }
 }
 
@@ -104,6 +113,7 @@ struct Grid {
     plan: Plan,
     w: Width,
     zone: Option<(zone::Zone, pg_sys::Datum)>,
+    memo: fast::MonthMemo,
 }
 
 impl Grid {
@@ -119,53 +129,75 @@ impl Grid {
                 Some((z, d))
             }
         };
-        Ok(Grid { plan, w, zone })
+        Ok(Grid { plan, w, zone, memo: fast::MonthMemo::empty() })
     }
 
-    /// The bucket (UTC instant) a time falls in.
+    /// The bucket (UTC instant) a finite time falls in: time_bucket's.
     fn bucket(&mut self, t: i64) -> Result<i64, gapfill::GapError> {
         match &mut self.zone {
             None => Ok(bucket::bucket_ts(self.plan, t, None)?),
-            Some((z, d)) => {
-                let local = zone::to_local(z, *d, t);
-                let b = bucket::bucket_ts(self.plan, local, None)?;
-                Ok(zone::to_utc(z, *d, b))
-            }
+            Some((z, d)) => Ok(fast::bucket_in_zone(z, *d, &mut self.memo, self.plan, t, None, None)?),
         }
     }
 
+    /// Every bucket start in [bucket(start), finish). In a zone these are
+    /// the instants time_bucket returns: the reading of each local bucket
+    /// start, and at a fall-back change both readings of a start that
+    /// happens twice (the earlier one holds the times before the change).
     fn series(&mut self, start: i64, finish: i64) -> Result<Vec<i64>, gapfill::GapError> {
-        match &mut self.zone {
-            None => gapfill::grid(self.plan, start, finish, None),
-            Some((z, d)) => {
-                if !bucket::is_finite(start) || !bucket::is_finite(finish) {
-                    return Err(gapfill::GapError::TooMany);
-                }
-                let (z, d) = (z, *d);
-                let step = match self.plan {
-                    Plan::Fixed(p) => Width::new(0, 0, p),
-                    Plan::Months(m) => Width::new(m, 0, 0),
-                };
-                // walk local bucket starts; report each as a UTC instant
-                let mut local = bucket::bucket_ts(self.plan, zone::to_local(z, d, start), None)?;
-                let mut out = Vec::new();
-                loop {
-                    let utc = zone::to_utc(z, d, local);
-                    if utc >= finish {
-                        break;
-                    }
-                    if out.len() >= gapfill::MAX_BUCKETS {
-                        return Err(gapfill::GapError::TooMany);
-                    }
-                    if out.last().is_none_or(|&l| utc > l) {
-                        out.push(utc);
-                    }
-                    local = bucket::add_interval(local, step)?;
-                }
-                Ok(out)
-            }
+        let plan = self.plan;
+        let (z, d) = match &mut self.zone {
+            None => return gapfill::grid(plan, start, finish, None),
+            Some((z, d)) => (z, *d),
+        };
+        if !bucket::is_finite(start) || !bucket::is_finite(finish) {
+            return Err(gapfill::GapError::TooMany);
         }
+        let memo = &mut self.memo;
+        let mut bucket_of =
+            |z: &mut zone::Zone, t: i64| fast::bucket_in_zone(z, d, memo, plan, t, None, None);
+        let first = bucket_of(z, start)?;
+        let step = match plan {
+            Plan::Fixed(p) => Width::new(0, 0, p),
+            Plan::Months(m) => Width::new(m, 0, 0),
+        };
+        let mut local = bucket::bucket_ts(plan, zone::to_local(z, d, first), None)?;
+        let mut out = Vec::new();
+        loop {
+            let utc = zone::to_utc(z, d, local);
+            // the UTC offsets around this local start (both sides of any
+            // change within a day of it)
+            let offsets = [day_before(utc), utc, day_after(utc)].map(|x| zone::to_local(z, d, x) - x);
+            let max_off = offsets.iter().copied().max().unwrap_or(0);
+            // no later local start can be read as an instant before finish
+            if local - max_off >= finish {
+                break;
+            }
+            for c in std::iter::once(utc).chain(offsets.iter().map(|o| local - o)) {
+                if c >= first && c < finish && bucket_of(z, c)? == c {
+                    out.push(c);
+                }
+            }
+            if out.len() > 3 * gapfill::MAX_BUCKETS {
+                return Err(gapfill::GapError::TooMany);
+            }
+            local = bucket::add_interval(local, step)?;
+        }
+        out.sort_unstable();
+        out.dedup();
+        if out.len() > gapfill::MAX_BUCKETS {
+            return Err(gapfill::GapError::TooMany);
+        }
+        Ok(out)
     }
+}
+
+fn day_before(t: i64) -> i64 {
+    t.saturating_sub(bucket::USECS_PER_DAY).max(bucket::MIN_TIMESTAMP)
+}
+
+fn day_after(t: i64) -> i64 {
+    t.saturating_add(bucket::USECS_PER_DAY).min(bucket::END_TIMESTAMP - 1)
 }
 
 /// Every bucket start in [start, finish): the bucket holding `start` and
@@ -246,7 +278,11 @@ fn gapfill(
     let mut points = Vec::with_capacity(times.len());
     for (t, v) in times.into_iter().zip(vals) {
         if let Some(t) = t {
-            let b = g.bucket(t.into_inner()).map_err(|e| gap_error(e, w))?;
+            let t = t.into_inner();
+            if !bucket::is_finite(t) {
+                return Err(gap_error(gapfill::GapError::NotFinite(t), w));
+            }
+            let b = g.bucket(t).map_err(|e| gap_error(e, w))?;
             points.push((b, v));
         }
     }
