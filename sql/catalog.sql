@@ -19,6 +19,25 @@ BEGIN
 END
 $$;
 
+-- 40001 when an UPDATE that must hit `expected` rows hit `got`: the rows
+-- changed under the caller, and a retry in a new transaction sees them.
+-- Every stock UPDATE checks its row count this way (or in Rust, with the
+-- same message), so a change can fail but never get lost.
+CREATE FUNCTION expect_row_count(what text, expected bigint, got bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF expected IS DISTINCT FROM got THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent change of stock'
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('The %s should have changed %s row(s) but changed %s.', what, expected, got),
+                  HINT = 'Retry the call in a new transaction.';
+    END IF;
+END
+$$;
+
 -- Find or create the category for a path such as 'Apparel/Men/Shirts'.
 -- Returns NULL for a NULL or empty path.
 CREATE FUNCTION category_for_path(path text)
@@ -60,6 +79,13 @@ BEGIN
 END
 $$;
 
+-- Highest price of one unit, in minor units: 10^12 (ten billion of a
+-- currency with cents). With at most 1,000 units a line and 100 lines an
+-- order, no total can come near bigint's limit.
+CREATE FUNCTION max_price_cents() RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 1000000000000;
+
 CREATE FUNCTION upsert_product(
     sku         text,
     name        text,
@@ -96,6 +122,12 @@ BEGIN
         RAISE EXCEPTION 'price must be zero or more minor units'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The price given was %s.', coalesce(upsert_product.price_cents::text, 'NULL'));
+    END IF;
+    IF upsert_product.price_cents > max_price_cents() THEN
+        RAISE EXCEPTION 'price is out of range'
+            USING ERRCODE = 'numeric_value_out_of_range',
+                  DETAIL = format('The price given was %s minor units; a price is at most %s.',
+                                  upsert_product.price_cents, max_price_cents());
     END IF;
     IF v_currency IS NULL OR v_currency !~ '^[A-Z]{3}$' THEN
         RAISE EXCEPTION 'invalid currency code "%"', coalesce(upsert_product.currency::text, 'NULL')

@@ -51,13 +51,17 @@ DECLARE
     v_location integer;
     v_on_hand  integer;
     v_hot      integer;
+    v_done     bigint;
 BEGIN
     IF restock.qty IS NULL OR restock.qty <= 0 OR restock.qty > max_restock_qty() THEN
         RAISE EXCEPTION 'restock quantity must be between 1 and %', max_restock_qty()
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The quantity given was %s.', coalesce(restock.qty::text, 'NULL'));
     END IF;
-    SELECT s.sku_id, s.hot_slots INTO v_sku, v_hot FROM sku s WHERE s.code = btrim(restock.sku);
+    -- FOR KEY SHARE: the SKU's mode (normal or hot) cannot change until we
+    -- commit (set_hot_stock locks the row FOR UPDATE), so the units land
+    -- where orders look for them
+    SELECT s.sku_id, s.hot_slots INTO v_sku, v_hot FROM sku s WHERE s.code = btrim(restock.sku) FOR KEY SHARE;
     IF v_sku IS NULL THEN
         PERFORM raise_unknown_sku(restock.sku);
     END IF;
@@ -87,8 +91,12 @@ BEGIN
         ORDER BY s.slot FOR NO KEY UPDATE;
         UPDATE inventory_slot s
         SET on_hand = s.on_hand + restock.qty / v_hot + CASE WHEN s.slot < restock.qty % v_hot THEN 1 ELSE 0 END
-        WHERE s.sku_id = v_sku AND s.location_id = v_location;
+        WHERE s.sku_id = v_sku AND s.location_id = v_location AND s.slot < v_hot;
+        GET DIAGNOSTICS v_done = ROW_COUNT;
+        PERFORM expect_row_count('restock of hot-stock slots', v_hot, v_done);
         UPDATE inventory i SET updated_at = now() WHERE i.sku_id = v_sku AND i.location_id = v_location;
+        GET DIAGNOSTICS v_done = ROW_COUNT;
+        PERFORM expect_row_count('restock of a stock row', 1, v_done);
         SELECT i.on_hand + coalesce((SELECT sum(s.on_hand) FROM inventory_slot s
                                      WHERE s.sku_id = v_sku AND s.location_id = v_location), 0)
         INTO v_on_hand

@@ -25,9 +25,17 @@ END
 $$;
 
 -- Switch a SKU into hot-stock mode with `slots` slots per location (or
--- back to normal with 0). Lock order: the SKU row, the orders holding it,
--- its stock rows, its slots. Live holds move with their units, so every
+-- back to normal with 0). Live holds move with their units, so every
 -- invariant holds across the switch.
+--
+-- Locks: the SKU row FOR UPDATE first. Every transaction that reads the
+-- SKU's mode or moves its stock (placing, paying, cancelling, expiring,
+-- restocking) holds FOR KEY SHARE on that row from before it reads until
+-- it commits, so this waits for all of them to finish and none starts
+-- until the switch commits: nothing sees the stock half moved, and no
+-- order row needs locking here (which would invert the lock order of
+-- payments: order row, then SKU). Then its stock rows and its slots, in
+-- order. Every UPDATE must hit the rows it was computed for (40001).
 CREATE FUNCTION set_hot_stock(sku text, slots integer)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -36,35 +44,32 @@ SET lock_timeout = '5s'
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_sku bigint;
+    v_sku  bigint;
+    v_rows bigint;
+    v_done bigint;
 BEGIN
     IF slots IS NULL OR slots < 0 OR slots > 64 THEN
         RAISE EXCEPTION 'slots must be between 0 and 64'
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The slots given were %s; 0 turns hot-stock mode off.', coalesce(slots::text, 'NULL'));
     END IF;
-    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(set_hot_stock.sku) FOR NO KEY UPDATE;
+    SELECT s.sku_id INTO v_sku FROM sku s WHERE s.code = btrim(set_hot_stock.sku) FOR UPDATE;
     IF v_sku IS NULL THEN
         PERFORM raise_unknown_sku(set_hot_stock.sku);
     END IF;
 
-    PERFORM 1 FROM orders o
-    WHERE (o.customer_id, o.order_id) IN (
-            SELECT r.customer_id, r.order_id
-            FROM reservation r
-            JOIN order_line l ON l.customer_id = r.customer_id AND l.order_id = r.order_id AND l.line_no = r.line_no
-            WHERE l.sku_id = v_sku AND r.state = 'held')
-    ORDER BY o.customer_id, o.order_id
-    FOR NO KEY UPDATE OF o;
     PERFORM 1 FROM inventory i WHERE i.sku_id = v_sku ORDER BY i.location_id FOR NO KEY UPDATE;
     PERFORM 1 FROM inventory_slot s WHERE s.sku_id = v_sku ORDER BY s.location_id, s.slot FOR NO KEY UPDATE;
 
     -- fold any slots back into the stock rows
+    SELECT count(DISTINCT s.location_id) INTO v_rows FROM inventory_slot s WHERE s.sku_id = v_sku;
     UPDATE inventory i
     SET on_hand = i.on_hand + f.on_hand, reserved = i.reserved + f.reserved, updated_at = now()
     FROM (SELECT s.location_id, sum(s.on_hand)::integer AS on_hand, sum(s.reserved)::integer AS reserved
           FROM inventory_slot s WHERE s.sku_id = v_sku GROUP BY s.location_id) f
     WHERE i.sku_id = v_sku AND i.location_id = f.location_id;
+    GET DIAGNOSTICS v_done = ROW_COUNT;
+    PERFORM expect_row_count('stock rows folded back from slots', v_rows, v_done);
     DELETE FROM inventory_slot s WHERE s.sku_id = v_sku;
     UPDATE reservation r SET slot = NULL
     FROM order_line l
@@ -99,6 +104,8 @@ BEGIN
     END IF;
 
     UPDATE sku s SET hot_slots = slots, updated_at = now() WHERE s.sku_id = v_sku;
+    GET DIAGNOSTICS v_done = ROW_COUNT;
+    PERFORM expect_row_count('SKU mode switch', 1, v_done);
     RETURN slots;
 END
 $$;

@@ -31,6 +31,25 @@ CREATE UNLOGGED TABLE order_event_queue (
 COMMENT ON TABLE order_event_queue IS
 'Order events waiting for the relay (event_delivery = relay); unlogged, emptied by relay_order_events().';
 
+-- The text NOTIFY sends for an order event: the event itself when it fits
+-- (a NOTIFY payload is shorter than 8000 bytes), else a stub naming the
+-- order, its status and seq, with "truncated": true; the full event stays
+-- in the outbox. Free text that enters events is bounded, so only a row
+-- written by other means can be too long, and one such row must never
+-- stop delivery. Plain text work: the payload need not even be JSON.
+CREATE FUNCTION notify_payload(payload text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN octet_length(payload) < 8000 THEN payload
+            ELSE json_build_object(
+                     'order_id', (regexp_match(payload, '"order_id": (\d{1,30})'))[1]::numeric,
+                     'customer_id', (regexp_match(payload, '"customer_id": (\d{1,30})'))[1]::numeric,
+                     'seq', (regexp_match(payload, '"seq": (\d{1,30})'))[1]::numeric,
+                     'status', (regexp_match(payload, '"status": "([a-z_]{1,32})"'))[1],
+                     'truncated', true,
+                     'bytes', octet_length(payload))::text
+       END;
+
 -- Send up to max_events queued events, oldest first, with NOTIFY on
 -- storefront_order_events, and remove them from the queue; returns how many
 -- were sent. One relay runs at a time per database (a transaction-level
@@ -59,7 +78,7 @@ BEGIN
         WHERE q.id IN (SELECT id FROM order_event_queue ORDER BY id LIMIT max_events)
         RETURNING q.id, q.payload
     )
-    SELECT count(pg_notify('storefront_order_events', b.payload)) INTO v_sent
+    SELECT count(pg_notify('storefront_order_events', notify_payload(b.payload))) INTO v_sent
     FROM (SELECT id, payload FROM batch ORDER BY id) b;
     RETURN v_sent;
 END

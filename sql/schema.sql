@@ -43,7 +43,8 @@ CREATE TABLE sku (
     sku_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     product_id  bigint  NOT NULL REFERENCES product (product_id),
     code        text    NOT NULL UNIQUE CHECK (code ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
-    price_cents bigint  NOT NULL CHECK (price_cents >= 0),
+    -- at most max_price_cents() (10^12): no order total can overflow
+    price_cents bigint  NOT NULL CHECK (price_cents >= 0 AND price_cents <= 1000000000000),
     currency    char(3) NOT NULL CHECK (currency ~ '^[A-Z]{3}$'),
     attributes  jsonb   NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(attributes) = 'object'),
     sellable    boolean NOT NULL DEFAULT true,

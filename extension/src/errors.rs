@@ -42,6 +42,18 @@ pub enum Kind {
     SerializationFailure,
     /// 53000: the server has no room for it (no free background worker slot)
     InsufficientResources,
+    /// 53200: an allocation failed (reported, never an abort of the backend)
+    OutOfMemory,
+    /// 22003: a price, quantity or total beyond the documented limits
+    NumericOutOfRange,
+    /// 21000: a source with two rows for one key at one time
+    CardinalityViolation,
+    /// 23502: a NULL in a column that must have a value (a key column)
+    NotNullViolation,
+    /// 42501: the caller lacks the right (role, or acting for another customer)
+    InsufficientPrivilege,
+    /// 55P03: a lock wait passed the function's lock_timeout
+    LockNotAvailable,
     /// XX000: a bug; never caused by the caller
     Internal,
 }
@@ -65,6 +77,12 @@ impl Kind {
             Kind::DatetimeOverflow => ERRCODE_DATETIME_FIELD_OVERFLOW,
             Kind::SerializationFailure => ERRCODE_T_R_SERIALIZATION_FAILURE,
             Kind::InsufficientResources => ERRCODE_INSUFFICIENT_RESOURCES,
+            Kind::OutOfMemory => ERRCODE_OUT_OF_MEMORY,
+            Kind::NumericOutOfRange => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            Kind::CardinalityViolation => ERRCODE_CARDINALITY_VIOLATION,
+            Kind::NotNullViolation => ERRCODE_NOT_NULL_VIOLATION,
+            Kind::InsufficientPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            Kind::LockNotAvailable => ERRCODE_LOCK_NOT_AVAILABLE,
             Kind::Internal => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -99,6 +117,14 @@ impl StoreError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(Kind::Internal, message)
+    }
+    pub fn out_of_range(message: impl Into<String>) -> Self {
+        Self::new(Kind::NumericOutOfRange, message)
+    }
+    /// 53200 for a failed allocation of `bytes` for `what`.
+    pub fn out_of_memory(what: &str, bytes: usize) -> Self {
+        Self::new(Kind::OutOfMemory, "out of memory")
+            .detail(format!("Failed on a request of size {bytes} for {what}."))
     }
 }
 
@@ -160,6 +186,12 @@ mod tests {
         assert_eq!(Kind::UndefinedColumn.sqlstate(), ERRCODE_UNDEFINED_COLUMN);
         assert_eq!(Kind::UndefinedTable.sqlstate(), ERRCODE_UNDEFINED_TABLE);
         assert_eq!(Kind::InsufficientResources.sqlstate(), ERRCODE_INSUFFICIENT_RESOURCES);
+        assert_eq!(Kind::OutOfMemory.sqlstate(), ERRCODE_OUT_OF_MEMORY);
+        assert_eq!(Kind::NumericOutOfRange.sqlstate(), ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE);
+        assert_eq!(Kind::CardinalityViolation.sqlstate(), ERRCODE_CARDINALITY_VIOLATION);
+        assert_eq!(Kind::NotNullViolation.sqlstate(), ERRCODE_NOT_NULL_VIOLATION);
+        assert_eq!(Kind::InsufficientPrivilege.sqlstate(), ERRCODE_INSUFFICIENT_PRIVILEGE);
+        assert_eq!(Kind::LockNotAvailable.sqlstate(), ERRCODE_LOCK_NOT_AVAILABLE);
     }
 
     #[test]

@@ -369,3 +369,144 @@ async fn hot_stock_mode_keeps_every_invariant() {
     assert_eq!(slot_rows, 0);
     assert_invariants(&pool).await;
 }
+
+/// Any jsonb a caller can send gets 22P02 or 22023, never an internal
+/// error: documents nested deeper than a JSON parser's limit, numbers no
+/// integer type holds, SKU codes that cannot exist.
+#[tokio::test]
+async fn hostile_item_documents_are_refused_with_their_sqlstate() {
+    let pool = store("sf_orders_hostile_json").await;
+    let deep = format!("{}{}", "[".repeat(500), "]".repeat(500));
+    let deep_obj = format!("{}1{}", "{\"a\": ".repeat(300), "}".repeat(300));
+    let nines = "9".repeat(400);
+    for (items, code) in [
+        (deep.clone(), "22P02"),
+        (deep_obj, "22P02"),
+        (format!("[{{\"sku\": \"A\", \"qty\": {nines}}}]"), "22023"),
+        (format!("[{{\"sku\": \"A\", \"qty\": -{nines}}}]"), "22023"),
+        (format!("[{{\"sku\": \"A\", \"qty\": 0.{nines}}}]"), "22P02"),
+        (format!("[{{\"sku\": \"A\", \"qty\": 1, \"x\": {nines}}}]"), "22P02"),
+        (format!("[{{\"sku\": \"{}\", \"qty\": 1}}]", "X".repeat(100_000)), "22023"),
+        (format!("[{{\"sku\": \"{deep}\", \"qty\": 1}}]"), "22023"),
+        (format!("[{{\"sku\": {deep}, \"qty\": 1}}]"), "22P02"),
+    ] {
+        let sql = format!("SELECT storefront.place_order(1, '{}'::jsonb)", items.replace('\'', "''"));
+        let e = fails_unchanged(&pool, &sql, code).await;
+        assert!(e.message.len() < 200, "the message quotes a bounded part of the input: {}", e.message);
+        assert!(e.detail.as_ref().is_none_or(|d| d.len() < 400), "the detail is bounded: {:?}", e.detail);
+    }
+    assert_invariants(&pool).await;
+}
+
+/// Money is bounded and checked: a price above the documented limit is
+/// 22003 with nothing changed, and no order total can wrap.
+#[tokio::test]
+async fn prices_are_bounded_and_totals_cannot_wrap() {
+    let pool = store("sf_orders_money").await;
+    let limit: i64 = sqlx::query_scalar("SELECT storefront.max_price_cents()").fetch_one(&pool).await.unwrap();
+    assert_eq!(limit, 1_000_000_000_000);
+    for price in ["9000000000000000000", "1000000000001", "9223372036854775807"] {
+        let e = fails_unchanged(&pool, &format!("SELECT storefront.upsert_product('RICH', 'Rich', {price})"), "22003").await;
+        assert_eq!(e.message, "price is out of range");
+        assert!(e.detail.unwrap().contains("1000000000000"));
+    }
+    // the table refuses it too, whoever writes it
+    fails_unchanged(&pool, "UPDATE storefront.sku SET price_cents = 9000000000000000000 WHERE code = 'A'", "23514").await;
+    // the largest order at the largest price fits
+    pool.execute(
+        "SELECT storefront.upsert_product('MAX' || n, 'Max ' || n, storefront.max_price_cents()) FROM generate_series(1, 100) n;
+         SELECT storefront.restock('MAX' || n, 1000) FROM generate_series(1, 100) n;",
+    )
+    .await
+    .unwrap();
+    let items: Vec<serde_json::Value> = (1..=100).map(|n| json!({"sku": format!("MAX{n}"), "qty": 1000})).collect();
+    let r = place(&pool, 1, serde_json::Value::Array(items), None).await.unwrap();
+    assert_eq!(r.total_cents, 100 * 1000 * 1_000_000_000_000);
+    // and a tiny payment cannot settle it
+    fails_unchanged(&pool, &format!("SELECT storefront.record_payment({}, 1, true, 'tiny')", r.order_id), "22023").await;
+    assert_invariants(&pool).await;
+}
+
+/// Free text that enters an order event is bounded (22023, nothing
+/// changed), in both delivery modes: in relay mode an oversized reason
+/// used to commit and then stop every relay batch.
+#[tokio::test]
+async fn cancellation_reasons_are_bounded() {
+    let pool = store("sf_orders_reason").await;
+    let r = place(&pool, 1, json!([{"sku": "A", "qty": 1}]), None).await.unwrap();
+    for mode in ["notify", "relay"] {
+        let sql = format!(
+            "SET storefront.event_delivery = '{mode}'; SELECT storefront.cancel_order({}, repeat('x', 9000))",
+            r.order_id
+        );
+        let e = fails_unchanged(&pool, &sql, "22023").await;
+        assert_eq!(e.message, "cancellation reason is too long");
+    }
+    // 500 characters (even of four bytes each) still fit a NOTIFY
+    let ok: String = sqlx::query_scalar(&format!("SELECT storefront.cancel_order({}, repeat('🙂', 500))", r.order_id))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ok, "cancelled");
+    assert_invariants(&pool).await;
+}
+
+/// A stock UPDATE that hits no row (here: a hot-stock slot deleted behind
+/// the extension's back) is refused with 40001 and changes nothing; it used
+/// to succeed and leave the units reserved forever.
+#[tokio::test]
+async fn stock_updates_that_miss_their_row_are_refused() {
+    let pool = store("sf_orders_row_counts").await;
+    pool.execute("SELECT storefront.set_hot_stock('A', 2)").await.unwrap();
+    let r = place(&pool, 1, json!([{"sku": "A", "qty": 1}]), None).await.unwrap();
+    pool.execute(
+        "DELETE FROM storefront.inventory_slot s USING storefront.reservation r
+         WHERE r.order_id = 1 AND s.slot = r.slot",
+    )
+    .await
+    .unwrap();
+    let e = fails_unchanged(&pool, &format!("SELECT storefront.record_payment({}, 1000, true, 'p')", r.order_id), "40001").await;
+    assert!(e.detail.unwrap().contains("slot update should have changed 1 row(s) but changed 0"));
+    fails_unchanged(&pool, &format!("SELECT storefront.cancel_order({})", r.order_id), "40001").await;
+}
+
+/// Each status change is stamped when it happens: an order's timeline is
+/// in time order even when its changes come from transactions that began
+/// in the other order (the exact interleaving is in
+/// tests/isolation/specs/timeline_order.spec).
+#[tokio::test]
+async fn timelines_are_monotonic() {
+    let pool = store("sf_orders_timeline_time").await;
+    let id: i64 = sqlx::query_scalar(
+        "SELECT order_id FROM storefront.place_order(1, '[{\"sku\": \"A\", \"qty\": 1}]', NULL, '1 millisecond')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut payer = pool.begin().await.unwrap();
+    payer.execute("SELECT 1").await.unwrap(); // its now() is fixed here
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let expired: i32 =
+        sqlx::query_scalar("SELECT storefront.expire_reservations()").fetch_one(&pool).await.unwrap();
+    assert_eq!(expired, 1);
+    let paid: String = sqlx::query_scalar("SELECT storefront.record_payment($1, 1000, true, 'late')")
+        .bind(id)
+        .fetch_one(&mut *payer)
+        .await
+        .unwrap();
+    assert_eq!(paid, "paid");
+    payer.commit().await.unwrap();
+    let (by_seq, monotonic): (String, bool) = sqlx::query_as(
+        "SELECT string_agg(status, ' -> ' ORDER BY seq), bool_and(at >= prev) FROM (
+           SELECT seq, status, at, lag(at, 1, at) OVER (ORDER BY seq) AS prev
+           FROM storefront.order_status_history WHERE order_id = $1) h",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(by_seq, "pending -> expired -> paid");
+    assert!(monotonic, "the timeline's times go backwards");
+    assert_invariants(&pool).await;
+}

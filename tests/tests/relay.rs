@@ -287,3 +287,40 @@ async fn no_free_worker_slot_is_53000() {
     assert!(started.is_some(), "no relay could start after the slots were freed");
     assert!(sqlx::query_scalar::<_, bool>("SELECT storefront.stop_event_relay()").fetch_one(&pool).await.unwrap());
 }
+
+/// One queued event NOTIFY cannot carry (8000 bytes or more) goes out as a
+/// stub naming the order, and the events after it still go out: a single
+/// row can never stop delivery. (Free text in events is bounded, so only a
+/// row written by other means can be this long; it used to fail every
+/// relay batch from then on.)
+#[tokio::test]
+async fn an_oversized_event_goes_out_as_a_stub_and_delivery_goes_on() {
+    let pool = relay_store("sf_relay_stub").await;
+    let mut listener = PgListener::connect(&db_url("sf_relay_stub")).await.unwrap();
+    listener.listen("storefront_order_events").await.unwrap();
+    let first = place(&pool, 1).await;
+    pool.execute(
+        "UPDATE storefront.order_event_queue
+         SET payload = jsonb_set(payload::jsonb, '{detail}', jsonb_build_object('note', repeat('x', 9000)))::text",
+    )
+    .await
+    .unwrap();
+    let second = place(&pool, 2).await;
+    assert_eq!(relay(&pool).await, 2);
+    let stub = next_event(&mut listener, Duration::from_secs(5)).await.expect("the stub");
+    assert_eq!(stub["order_id"], json!(first));
+    assert_eq!(stub["status"], json!("pending"));
+    assert_eq!(stub["seq"], json!(1));
+    assert_eq!(stub["truncated"], json!(true));
+    let next = next_event(&mut listener, Duration::from_secs(5)).await.expect("the next event");
+    assert_eq!(next["order_id"], json!(second));
+    assert!(next.get("truncated").is_none());
+    assert_eq!(queued(&pool).await, 0);
+    // the outbox keeps the full event
+    let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.outbox WHERE aggregateid = $1::text")
+        .bind(first)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 1);
+}

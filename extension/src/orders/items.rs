@@ -57,7 +57,14 @@ pub fn parse_items(items: &Value) -> StoreResult<Vec<Item>> {
             return Err(shape(format!("Item {n} has an unexpected key \"{extra}\"; only \"sku\" and \"qty\" are allowed.")));
         }
         let sku = match obj.get("sku") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(Value::String(s)) if !s.trim().is_empty() => {
+                let code = s.trim();
+                if !sku_code_ok(code) {
+                    return Err(StoreError::invalid(format!("invalid SKU code \"{}\"", clip(code, 64)))
+                        .detail(format!("Item {n}: {SKU_CODE_RULE}")));
+                }
+                code.to_string()
+            }
             Some(Value::String(_)) => return Err(shape(format!("Item {n} has an empty \"sku\"."))),
             Some(other) => return Err(shape(format!("Item {n} has a \"sku\" that is a JSON {}, not a string.", json_type(other)))),
             None => return Err(shape(format!("Item {n} has no \"sku\"."))),
@@ -66,7 +73,18 @@ pub fn parse_items(items: &Value) -> StoreResult<Vec<Item>> {
             Some(Value::Number(num)) => match num.as_i64() {
                 Some(q) => q,
                 None => {
-                    return Err(shape(format!("Item {n} has qty {num}, which is not a whole number.")));
+                    // numbers keep their exact text: a whole number beyond
+                    // i64 is out of range, anything else is not whole
+                    let text = num.to_string();
+                    let digits = text.strip_prefix('-').unwrap_or(&text);
+                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                        if text.starts_with('-') {
+                            return Err(StoreError::invalid("item quantity must be positive")
+                                .detail(format!("Item {n} (SKU \"{sku}\") has qty {}.", clip(&text, 40))));
+                        }
+                        return Err(qty_too_big_text(&sku, &text));
+                    }
+                    return Err(shape(format!("Item {n} has qty {}, which is not a whole number.", clip(&text, 40))));
                 }
             },
             Some(other) => return Err(shape(format!("Item {n} has a \"qty\" that is a JSON {}, not a number.", json_type(other)))),
@@ -95,8 +113,36 @@ pub fn parse_items(items: &Value) -> StoreResult<Vec<Item>> {
 }
 
 fn qty_too_big(sku: &str, qty: i64) -> StoreError {
-    StoreError::invalid("item quantity is above the per-line limit")
-        .detail(format!("SKU \"{sku}\" asks for {qty} units; one order line has at most {MAX_QTY_PER_LINE}."))
+    qty_too_big_text(sku, &qty.to_string())
+}
+
+fn qty_too_big_text(sku: &str, qty: &str) -> StoreError {
+    StoreError::invalid("item quantity is above the per-line limit").detail(format!(
+        "SKU \"{sku}\" asks for {} units; one order line has at most {MAX_QTY_PER_LINE}.",
+        clip(qty, 40)
+    ))
+}
+
+/// What a SKU code looks like (the sku.code CHECK constraint).
+pub const SKU_CODE_RULE: &str =
+    "A SKU code has 1 to 64 letters, digits, \".\", \"_\" or \"-\", and starts with a letter or digit.";
+
+/// Does `code` match `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`?
+pub fn sku_code_ok(code: &str) -> bool {
+    let b = code.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// At most `max` characters of `s`, with an ellipsis when cut (for error
+/// messages quoting what a caller sent).
+pub fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -239,6 +285,8 @@ mod tests {
             json!([{"sku": "A", "qty": 1001}]),
             json!([{"sku": "A", "qty": 600}, {"sku": "A", "qty": 401}]),
             json!([{"sku": "A", "qty": 9_223_372_036_854_775_807_i64}]),
+            json!([{"sku": "A B", "qty": 1}]),
+            json!([{"sku": "x".repeat(65), "qty": 1}]),
         ] {
             assert_eq!(items(bad.clone()).unwrap_err().kind, Kind::InvalidParameter, "{bad}");
         }
@@ -247,6 +295,32 @@ mod tests {
         let max: Vec<Value> = (0..MAX_LINES).map(|i| json!({"sku": format!("S{i}"), "qty": 1})).collect();
         assert_eq!(items(Value::Array(max)).unwrap().len(), MAX_LINES);
         assert!(items(json!([{"sku": "A", "qty": 1000}])).is_ok());
+    }
+
+    #[test]
+    fn huge_numbers_are_out_of_range_not_internal() {
+        let big = format!("[{{\"sku\": \"A\", \"qty\": {}}}]", "9".repeat(400));
+        let v: Value = serde_json::from_str(&big).unwrap();
+        let e = parse_items(&v).unwrap_err();
+        assert_eq!(e.kind, Kind::InvalidParameter);
+        assert!(e.detail.unwrap().len() < 200, "the detail quotes a clipped number");
+        let neg: Value = serde_json::from_str(&format!("[{{\"sku\": \"A\", \"qty\": -{}}}]", "9".repeat(400))).unwrap();
+        assert_eq!(parse_items(&neg).unwrap_err().message, "item quantity must be positive");
+        let frac: Value = serde_json::from_str("[{\"sku\": \"A\", \"qty\": 1.0}]").unwrap();
+        assert_eq!(parse_items(&frac).unwrap_err().kind, Kind::InvalidText);
+    }
+
+    #[test]
+    fn sku_codes() {
+        assert!(sku_code_ok("TEE-BLK-M"));
+        assert!(sku_code_ok("a.b_c-1"));
+        assert!(!sku_code_ok(""));
+        assert!(!sku_code_ok("-A"));
+        assert!(!sku_code_ok("A B"));
+        assert!(!sku_code_ok(&"x".repeat(65)));
+        assert!(sku_code_ok(&"x".repeat(64)));
+        assert_eq!(clip("abcdef", 3), "abc...");
+        assert_eq!(clip("abc", 3), "abc");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! and records it with history, outbox row and NOTIFY in one statement.
 
 use super::status::{can_move, Status};
-use super::stock::{lock_and_apply, Delta};
+use super::stock::{expect_rows, lock_and_apply, lock_skus, lock_slot_bins, lock_stock_bins, Delta};
 use crate::errors::{Kind, StoreError, StoreResult};
 use crate::orders::items::{allocate, shortage_error, Bin, Shortage};
 use crate::spi_util::{plan, T};
@@ -19,21 +19,25 @@ const LOCK_ORDER: &str = "SELECT customer_id, status, total_cents FROM storefron
 
 /// Record status changes for many orders at once: the order row, a
 /// history row (next seq), an outbox row, and a NOTIFY with the same JSON.
+/// `$6` is when the change happens (taken after the order rows are locked,
+/// so changes of one order get increasing times in seq order; `greatest`
+/// keeps them so should the clock step back).
 macro_rules! record_status_sql {
     ($tail:literal) => {
         concat!(
             "WITH c AS (
         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS c(customer_id, order_id, previous)
     ), u AS (
-        UPDATE storefront.orders o SET status = $4, updated_at = now()
+        UPDATE storefront.orders o SET status = $4, updated_at = $6
         FROM c WHERE o.order_id = ANY ($2::bigint[]) AND o.customer_id = c.customer_id AND o.order_id = c.order_id
+        RETURNING 1
     ), h AS (
         INSERT INTO storefront.order_status_history (customer_id, order_id, seq, status, at, detail)
-        SELECT c.customer_id, c.order_id,
-               (SELECT coalesce(max(x.seq), 0) + 1 FROM storefront.order_status_history x
-                 WHERE x.customer_id = c.customer_id AND x.order_id = c.order_id),
-               $4, now(), $5
-        FROM c
+        SELECT c.customer_id, c.order_id, p.seq, $4, p.at, $5
+        FROM c CROSS JOIN LATERAL (
+            SELECT coalesce(max(x.seq), 0) + 1 AS seq, greatest($6, max(x.at)) AS at
+            FROM storefront.order_status_history x
+            WHERE x.customer_id = c.customer_id AND x.order_id = c.order_id) p
         RETURNING customer_id, order_id, seq, at
     ), ob AS (
         INSERT INTO storefront.outbox (customer_id, aggregatetype, aggregateid, type, payload, created_at)
@@ -50,13 +54,20 @@ macro_rules! record_status_sql {
     };
 }
 
-/// ... announced by NOTIFY now (event_delivery = notify) or queued for the relay.
-const RECORD_STATUS_NOTIFY: &str =
-    record_status_sql!("    SELECT count(pg_notify('storefront_order_events', payload::text)) FROM ob");
+/// ... announced by NOTIFY now (event_delivery = notify) or queued for the
+/// relay; returns (orders updated, events sent or queued).
+const RECORD_STATUS_NOTIFY: &str = record_status_sql!(
+    "    SELECT (SELECT count(*) FROM u),
+           (SELECT count(pg_notify('storefront_order_events', storefront.notify_payload(payload::text))) FROM ob)"
+);
 const RECORD_STATUS_QUEUE: &str = record_status_sql!(
     ", q AS (INSERT INTO storefront.order_event_queue (payload) SELECT payload::text FROM ob RETURNING 1)
-    SELECT count(*) FROM q"
+    SELECT (SELECT count(*) FROM u), (SELECT count(*) FROM q)"
 );
+
+/// The SKUs of an order's lines (the lines never change).
+const ORDER_SKUS: &str = "SELECT DISTINCT l.sku_id FROM storefront.order_line l
+    WHERE l.customer_id = $1 AND l.order_id = $2";
 
 const HELD: &str = "SELECT l.sku_id, r.location_id, r.slot::integer, r.qty
     FROM storefront.reservation r
@@ -74,22 +85,10 @@ const INSERT_PAYMENT: &str = "INSERT INTO storefront.payment
 const FIND_PAYMENT: &str = "SELECT order_id, amount_cents, succeeded, outcome FROM storefront.payment
     WHERE customer_id = $1 AND provider_ref = $2";
 
-const ORDER_LINES: &str = "SELECT l.line_no, l.sku_id, l.qty, s.code, s.hot_slots::integer
+const ORDER_LINES: &str = "SELECT l.line_no, l.sku_id, l.qty, s.code
     FROM storefront.order_line l JOIN storefront.sku s ON s.sku_id = l.sku_id
     WHERE l.customer_id = $1 AND l.order_id = $2
     ORDER BY l.sku_id";
-
-const LOCK_STOCK: &str = "SELECT sku_id, location_id, on_hand - reserved
-    FROM storefront.inventory
-    WHERE sku_id = ANY ($1::bigint[])
-    ORDER BY sku_id, location_id
-    FOR NO KEY UPDATE";
-
-const LOCK_SLOTS: &str = "SELECT location_id, slot::integer, on_hand - reserved
-    FROM storefront.inventory_slot
-    WHERE sku_id = $1
-    ORDER BY location_id, slot
-    FOR NO KEY UPDATE";
 
 const INSERT_SOLD: &str = "INSERT INTO storefront.reservation
         (customer_id, order_id, line_no, location_id, slot, qty, state, expires_at, ended_at)
@@ -128,6 +127,15 @@ fn illegal_move(order_id: i64, from: Status, to: Status, what: &str) -> StoreErr
         .detail(format!("An order cannot move from {} to {}.", from.as_str(), to.as_str()))
 }
 
+/// The moment a status change happens: now, by the clock (not the
+/// transaction's start, which can be earlier than a change another
+/// transaction committed to the same order meanwhile).
+fn change_time() -> StoreResult<TimestampWithTimeZone> {
+    // SAFETY: reads the clock
+    TimestampWithTimeZone::try_from(unsafe { pgrx::pg_sys::GetCurrentTimestamp() })
+        .map_err(|_| StoreError::internal("the clock is outside the timestamp range"))
+}
+
 fn record_status(
     client: &mut SpiClient<'_>,
     orders: &[(i64, i64, Status)],
@@ -137,6 +145,7 @@ fn record_status(
     if orders.is_empty() {
         return Ok(());
     }
+    let at = change_time()?;
     let sql = match crate::relay::delivery() {
         crate::relay::Delivery::Notify => RECORD_STATUS_NOTIFY,
         crate::relay::Delivery::Relay => RECORD_STATUS_QUEUE,
@@ -144,25 +153,47 @@ fn record_status(
     let p = plan(
         client,
         sql,
-        &[T::INT8ARRAYOID, T::INT8ARRAYOID, T::TEXTARRAYOID, T::TEXTOID, T::JSONBOID],
+        &[T::INT8ARRAYOID, T::INT8ARRAYOID, T::TEXTARRAYOID, T::TEXTOID, T::JSONBOID, T::TIMESTAMPTZOID],
     )?;
-    client.update(
+    let t = client.update(
         &*p,
-        None,
+        Some(1),
         &[
             orders.iter().map(|o| o.0).collect::<Vec<i64>>().into(),
             orders.iter().map(|o| o.1).collect::<Vec<i64>>().into(),
             orders.iter().map(|o| o.2.as_str().to_string()).collect::<Vec<String>>().into(),
             to.as_str().into(),
             pgrx::JsonB(detail).into(),
+            at.into(),
         ],
     )?;
+    let row = t.first();
+    let updated = row.get::<i64>(1)?.unwrap_or_default() as usize;
+    let events = row.get::<i64>(2)?.unwrap_or_default() as usize;
+    if updated != orders.len() || events != orders.len() {
+        return Err(StoreError::new(Kind::SerializationFailure, "could not serialize access due to a concurrent change of an order")
+            .detail(format!("{} order(s) should have moved to {}, {updated} did.", orders.len(), to.as_str()))
+            .hint("Retry the call in a new transaction."));
+    }
     Ok(())
+}
+
+/// Lock the SKU rows of an order's lines (step 2 of the lock order in
+/// `stock.rs`), so where its units live cannot change under us.
+fn lock_order_skus(client: &mut SpiClient<'_>, customer_id: i64, order_id: i64) -> StoreResult<BTreeMap<i64, i32>> {
+    let p = plan(client, ORDER_SKUS, &[T::INT8OID, T::INT8OID])?;
+    let mut skus = Vec::new();
+    for row in client.update(&*p, None, &[customer_id.into(), order_id.into()])? {
+        skus.push(row.get::<i64>(1)?.unwrap_or_default());
+    }
+    lock_skus(client, &skus)
 }
 
 /// End the order's live holds: `consumed` (sold: on_hand and reserved both
 /// drop), or `released` / `expired` (reserved drops).
 fn end_holds(client: &mut SpiClient<'_>, customer_id: i64, order_id: i64, state: &str) -> StoreResult<i64> {
+    // lock the SKUs first, then read where the held units live now
+    lock_order_skus(client, customer_id, order_id)?;
     let p = plan(client, HELD, &[T::INT8OID, T::INT8OID])?;
     let sold = state == "consumed";
     let mut deltas = Vec::new();
@@ -183,20 +214,21 @@ fn end_holds(client: &mut SpiClient<'_>, customer_id: i64, order_id: i64, state:
     }
     lock_and_apply(client, &deltas)?;
     let p = plan(client, END_HOLDS, &[T::INT8OID, T::INT8OID, T::TEXTOID])?;
-    client.update(&*p, None, &[customer_id.into(), order_id.into(), state.into()])?;
+    let ended = client.update(&*p, None, &[customer_id.into(), order_id.into(), state.into()])?.len();
+    expect_rows("end of the order's holds", deltas.len(), ended)?;
     Ok(units)
 }
 
 /// A late payment (after expiry or a failed attempt): take the lines' stock
 /// again, now, and sell it at once; 23514 if it is no longer there.
 fn resell(client: &mut SpiClient<'_>, customer_id: i64, order_id: i64) -> StoreResult<()> {
+    let modes = lock_order_skus(client, customer_id, order_id)?;
     let p = plan(client, ORDER_LINES, &[T::INT8OID, T::INT8OID])?;
     struct L {
         line_no: i32,
         sku_id: i64,
         qty: i32,
         code: String,
-        hot: bool,
     }
     let mut lines = Vec::new();
     for row in client.update(&*p, None, &[customer_id.into(), order_id.into()])? {
@@ -205,31 +237,15 @@ fn resell(client: &mut SpiClient<'_>, customer_id: i64, order_id: i64) -> StoreR
             sku_id: row.get(2)?.unwrap_or_default(),
             qty: row.get(3)?.unwrap_or_default(),
             code: row.get(4)?.unwrap_or_default(),
-            hot: row.get::<i32>(5)?.unwrap_or(0) > 0,
         });
     }
+    let hot = |sku: i64| modes.get(&sku).copied().unwrap_or(0) > 0;
     // lock: normal rows first (sorted), then each hot SKU's slots in order
-    let mut bins: BTreeMap<i64, Vec<Bin>> = BTreeMap::new();
-    let normal: Vec<i64> = lines.iter().filter(|l| !l.hot).map(|l| l.sku_id).collect();
-    if !normal.is_empty() {
-        let p = plan(client, LOCK_STOCK, &[T::INT8ARRAYOID])?;
-        for row in client.update(&*p, None, &[normal.into()])? {
-            bins.entry(row.get(1)?.unwrap_or_default()).or_default().push(Bin {
-                location_id: row.get(2)?.unwrap_or_default(),
-                slot: None,
-                available: row.get(3)?.unwrap_or_default(),
-            });
-        }
-    }
-    for l in lines.iter().filter(|l| l.hot) {
-        let p = plan(client, LOCK_SLOTS, &[T::INT8OID])?;
-        for row in client.update(&*p, None, &[l.sku_id.into()])? {
-            bins.entry(l.sku_id).or_default().push(Bin {
-                location_id: row.get(1)?.unwrap_or_default(),
-                slot: row.get(2)?,
-                available: row.get(3)?.unwrap_or_default(),
-            });
-        }
+    let normal: Vec<i64> = lines.iter().filter(|l| !hot(l.sku_id)).map(|l| l.sku_id).collect();
+    let mut bins: BTreeMap<i64, Vec<Bin>> = lock_stock_bins(client, &normal)?;
+    for l in lines.iter().filter(|l| hot(l.sku_id)) {
+        let slots = lock_slot_bins(client, l.sku_id)?;
+        bins.entry(l.sku_id).or_default().extend(slots);
     }
     let mut deltas = Vec::new();
     let mut sold: Vec<(i32, i32, Option<i32>, i32)> = Vec::new();
@@ -369,8 +385,21 @@ pub fn record_payment(
 
 /// cancel, ship, deliver: one legal move; cancelling a pending order
 /// releases its holds.
+/// Longest cancellation reason (characters). Free text that enters an
+/// order event is bounded, so its NOTIFY payload always fits.
+pub const MAX_REASON_CHARS: usize = 500;
+
+pub fn check_reason(reason: Option<&str>) -> StoreResult<Option<&str>> {
+    match reason {
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(StoreError::invalid("cancellation reason is too long")
+            .detail(format!("A reason has at most {MAX_REASON_CHARS} characters; this one has {}.", r.chars().count()))),
+        other => Ok(other),
+    }
+}
+
 pub fn move_order(order_id: Option<i64>, to: Status, reason: Option<&str>) -> StoreResult<String> {
     let order_id = order_id.ok_or_else(|| StoreError::null("order id"))?;
+    let reason = check_reason(reason)?;
     let what = match to {
         Status::Cancelled => "cancel",
         Status::Shipped => "ship",
@@ -413,6 +442,13 @@ const EXPIRED_HOLDS: &str = "SELECT l.sku_id, r.location_id, r.slot::integer, r.
       ON o.customer_id = r.customer_id AND o.order_id = r.order_id
     WHERE r.customer_id = ANY ($1::bigint[]) AND r.order_id = ANY ($2::bigint[]) AND r.state = 'held'";
 
+/// The SKUs of the orders being expired.
+const EXPIRED_SKUS: &str = "SELECT DISTINCT l.sku_id
+    FROM storefront.order_line l
+    JOIN unnest($1::bigint[], $2::bigint[]) AS o(customer_id, order_id)
+      ON o.customer_id = l.customer_id AND o.order_id = l.order_id
+    WHERE l.customer_id = ANY ($1::bigint[]) AND l.order_id = ANY ($2::bigint[])";
+
 const EXPIRE_HOLDS: &str = "UPDATE storefront.reservation r SET state = 'expired', ended_at = now()
     FROM unnest($1::bigint[], $2::bigint[]) AS o(customer_id, order_id)
     WHERE r.customer_id = ANY ($1::bigint[]) AND r.order_id = ANY ($2::bigint[])
@@ -440,6 +476,13 @@ pub fn expire_reservations(as_of: Option<TimestampWithTimeZone>, batch: Option<i
         }
         let custs: Vec<i64> = orders.iter().map(|o| o.0).collect();
         let ids: Vec<i64> = orders.iter().map(|o| o.1).collect();
+        // lock the SKUs first, then read where the held units live now
+        let p = plan(client, EXPIRED_SKUS, &[T::INT8ARRAYOID, T::INT8ARRAYOID])?;
+        let mut skus = Vec::new();
+        for row in client.update(&*p, None, &[custs.clone().into(), ids.clone().into()])? {
+            skus.push(row.get::<i64>(1)?.unwrap_or_default());
+        }
+        lock_skus(client, &skus)?;
         let p = plan(client, EXPIRED_HOLDS, &[T::INT8ARRAYOID, T::INT8ARRAYOID])?;
         let mut deltas = Vec::new();
         for row in client.update(&*p, None, &[custs.clone().into(), ids.clone().into()])? {
@@ -454,7 +497,8 @@ pub fn expire_reservations(as_of: Option<TimestampWithTimeZone>, batch: Option<i
         }
         lock_and_apply(client, &deltas)?;
         let p = plan(client, EXPIRE_HOLDS, &[T::INT8ARRAYOID, T::INT8ARRAYOID])?;
-        client.update(&*p, None, &[custs.into(), ids.into()])?;
+        let ended = client.update(&*p, None, &[custs.into(), ids.into()])?.len();
+        expect_rows("expiry of holds", deltas.len(), ended)?;
         let moved: Vec<(i64, i64, Status)> = orders.iter().map(|o| (o.0, o.1, Status::Pending)).collect();
         record_status(client, &moved, Status::Expired, serde_json::json!({"reason": "hold expired"}))?;
         Ok(deltas.len() as i32)

@@ -58,11 +58,11 @@ fn receipt_tuple(r: Receipt) -> StoreResult<ReceiptTuple> {
 #[search_path(@extschema@, pg_temp)]
 fn place_order(
     customer_id: Option<i64>,
-    items: Option<pgrx::JsonB>,
+    items: Option<crate::args::JsonbText>,
     idempotency_key: default!(Option<&str>, "NULL"),
     hold: default!(Option<Interval>, "'15 minutes'"),
 ) -> Result<pgrx::composite_type!('static, "order_receipt"), ErrorReport> {
-    report(place::place_order(customer_id, items.as_ref().map(|j| &j.0), idempotency_key, hold).and_then(receipt_tuple))
+    report(place::place_order(customer_id, items.as_ref().map(|j| j.0.as_str()), idempotency_key, hold).and_then(receipt_tuple))
 }
 
 /// Record a payment attempt for an order; returns the order's status after it.

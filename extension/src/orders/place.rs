@@ -17,6 +17,7 @@
 //!    history and outbox row, and sends NOTIFY (delivered at commit).
 
 use super::items::{allocate, canonical_request, check_hold, parse_items, shortage_error, Bin, Item, Shortage};
+use super::stock;
 use super::Receipt;
 use crate::errors::{Kind, StoreError, StoreResult};
 use crate::relay::Delivery;
@@ -53,40 +54,26 @@ const FIND_BY_KEY: &str = "SELECT o.order_id, o.request_hash, o.status, o.total_
     FROM storefront.orders o
     WHERE o.customer_id = $1 AND o.idempotency_key = $2";
 
-/// The customer check and the SKUs named, in one statement. Written with
-/// `= ANY ($2)` so that even the generic plan (plans are kept and planned
-/// once) probes the code index instead of scanning the catalog.
-const LOOKUP: &str = "SELECT c.ok, s.code, s.sku_id, s.price_cents, s.currency::text, s.sellable, s.hot_slots::integer
-    FROM (SELECT EXISTS (SELECT 1 FROM storefront.customer WHERE customer_id = $1) AS ok) c
-    LEFT JOIN storefront.sku s ON s.code = ANY ($2::text[])";
+/// The SKUs named, locked FOR KEY SHARE in sku_id order (step 2 of the
+/// lock order in `stock.rs`: their stock mode cannot change under us), with
+/// the customer check in the same statement. Written with `= ANY ($2)` so
+/// that even the generic plan (plans are kept and planned once) probes the
+/// code index instead of scanning the catalog.
+const LOOKUP: &str = "SELECT EXISTS (SELECT 1 FROM storefront.customer c WHERE c.customer_id = $1),
+        s.code, s.sku_id, s.price_cents, s.currency::text, s.sellable, s.hot_slots::integer
+    FROM storefront.sku s
+    WHERE s.code = ANY ($2::text[])
+    ORDER BY s.sku_id
+    FOR KEY SHARE OF s";
+
+/// The customer check alone (when no SKU matched).
+const CUSTOMER_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM storefront.customer c WHERE c.customer_id = $1)";
 
 const INSERT_ORDER: &str = "INSERT INTO storefront.orders
         (customer_id, status, currency, total_cents, idempotency_key, request_hash)
     VALUES ($1, 'pending', $2, $3, $4, $5)
     ON CONFLICT (customer_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING order_id, now() + $6::interval";
-
-const LOCK_STOCK: &str = "SELECT sku_id, location_id, on_hand - reserved
-    FROM storefront.inventory
-    WHERE sku_id = ANY ($1::bigint[])
-    ORDER BY sku_id, location_id
-    FOR NO KEY UPDATE";
-
-/// Claim one slot of a hot SKU that alone covers the quantity, skipping
-/// slots other transactions hold; the start point is spread by backend.
-const CLAIM_SLOT: &str = "SELECT location_id, slot, on_hand - reserved
-    FROM storefront.inventory_slot
-    WHERE sku_id = $1 AND on_hand - reserved >= $2
-    ORDER BY location_id, (slot + $3) % $4
-    LIMIT 1
-    FOR NO KEY UPDATE SKIP LOCKED";
-
-/// No free slot covers it: wait for all slots of the SKU, in slot order.
-const LOCK_SLOTS: &str = "SELECT location_id, slot, on_hand - reserved
-    FROM storefront.inventory_slot
-    WHERE sku_id = $1
-    ORDER BY location_id, slot
-    FOR NO KEY UPDATE";
 
 /// The statement shared by both delivery modes; the event goes out by
 /// NOTIFY now (`WRITE_NOTIFY`) or into the relay's queue (`WRITE_QUEUE`).
@@ -98,11 +85,13 @@ macro_rules! write_sql {
         SET reserved = i.reserved + d.qty, updated_at = now()
         FROM unnest($3::bigint[], $4::integer[], $5::integer[]) AS d(sku_id, location_id, qty)
         WHERE i.sku_id = ANY ($3::bigint[]) AND i.sku_id = d.sku_id AND i.location_id = d.location_id
+        RETURNING 1
     ), slots AS (
         UPDATE storefront.inventory_slot i
         SET reserved = i.reserved + d.qty
         FROM unnest($6::bigint[], $7::integer[], $8::integer[], $9::integer[]) AS d(sku_id, location_id, slot, qty)
         WHERE i.sku_id = ANY ($6::bigint[]) AND i.sku_id = d.sku_id AND i.location_id = d.location_id AND i.slot = d.slot
+        RETURNING 1
     ), lines AS (
         INSERT INTO storefront.order_line (customer_id, order_id, line_no, sku_id, qty, unit_price_cents)
         SELECT $1, $2, l.line_no, l.sku_id, l.qty, l.price
@@ -113,28 +102,36 @@ macro_rules! write_sql {
         FROM unnest($15::integer[], $16::integer[], $17::integer[], $18::integer[]) AS r(line_no, location_id, slot, qty)
     ), hist AS (
         INSERT INTO storefront.order_status_history (customer_id, order_id, seq, status, at, detail)
-        VALUES ($1, $2, 1, 'pending', now(), jsonb_build_object('lines', cardinality($10::integer[]), 'expires_at', $14))
+        VALUES ($1, $2, 1, 'pending', $21, jsonb_build_object('lines', cardinality($10::integer[]), 'expires_at', $14))
     ), ob AS (
         INSERT INTO storefront.outbox (customer_id, aggregatetype, aggregateid, type, payload, created_at)
         VALUES ($1, 'order', $2::text, 'order.pending',
                 jsonb_build_object('order_id', $2, 'customer_id', $1, 'seq', 1, 'status', 'pending',
-                                   'previous', NULL, 'at', now(), 'total_cents', $19::bigint, 'currency', $20::text,
+                                   'previous', NULL, 'at', $21, 'total_cents', $19::bigint, 'currency', $20::text,
                                    'expires_at', $14),
-                now())
+                $21)
         RETURNING payload
-    )
+    ), sent AS (
 ",
             $tail
         )
     };
 }
 
-const WRITE_NOTIFY: &str = write_sql!("    SELECT pg_notify('storefront_order_events', ob.payload::text) FROM ob");
-const WRITE_QUEUE: &str = write_sql!("    INSERT INTO storefront.order_event_queue (payload) SELECT ob.payload::text FROM ob");
+const WRITE_NOTIFY: &str = write_sql!(
+    "        SELECT pg_notify('storefront_order_events', storefront.notify_payload(ob.payload::text)) FROM ob
+    )
+    SELECT (SELECT count(*) FROM inv), (SELECT count(*) FROM slots), (SELECT count(*) FROM sent)"
+);
+const WRITE_QUEUE: &str = write_sql!(
+    "        INSERT INTO storefront.order_event_queue (payload) SELECT ob.payload::text FROM ob RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM inv), (SELECT count(*) FROM slots), (SELECT count(*) FROM sent)"
+);
 
 pub fn place_order(
     customer_id: Option<i64>,
-    items: Option<&serde_json::Value>,
+    items: Option<&str>,
     idempotency_key: Option<&str>,
     hold: Option<Interval>,
 ) -> StoreResult<Receipt> {
@@ -142,7 +139,8 @@ pub fn place_order(
         StoreError::new(Kind::ForeignKey, "customer must not be null")
             .detail("Every order belongs to a registered customer.")
     })?;
-    let items = parse_items(items.ok_or_else(|| StoreError::null("items"))?)?;
+    let items = items.ok_or_else(|| StoreError::null("items"))?;
+    let items = parse_items(&crate::args::parse_value(items, "order items")?)?;
     let hold = hold.ok_or_else(|| StoreError::null("hold"))?;
     let hold_micros = check_hold(hold.months(), hold.days(), hold.micros())?;
     let key = match idempotency_key {
@@ -164,7 +162,7 @@ pub fn place_order(
             }
         }
         let (lines, currency) = lookup(client, customer_id, &items)?;
-        let total: i64 = lines.iter().map(|l| l.price_cents * l.qty as i64).sum();
+        let total = order_total(&lines.iter().map(|l| (l.code.as_str(), l.price_cents, l.qty)).collect::<Vec<_>>())?;
 
         let insert = plan(
             client,
@@ -239,7 +237,8 @@ fn find_by_key(client: &mut SpiClient<'_>, customer_id: i64, key: &str, hash: &[
     }))
 }
 
-/// Resolve SKU codes; lines come back sorted by sku_id (the lock order).
+/// Resolve SKU codes and lock their rows (FOR KEY SHARE, sku_id order);
+/// lines come back sorted by sku_id (the lock order).
 fn lookup(client: &mut SpiClient<'_>, customer_id: i64, items: &[Item]) -> StoreResult<(Vec<Line>, String)> {
     struct Sku {
         sku_id: i64,
@@ -250,10 +249,10 @@ fn lookup(client: &mut SpiClient<'_>, customer_id: i64, items: &[Item]) -> Store
     }
     let p = plan(client, LOOKUP, &[T::INT8OID, T::TEXTARRAYOID])?;
     let codes: Vec<String> = items.iter().map(|i| i.sku.clone()).collect();
-    let mut customer_ok = false;
+    let mut customer_ok = None;
     let mut found: BTreeMap<String, Sku> = BTreeMap::new();
     for row in client.update(&*p, None, &[customer_id.into(), codes.into()])? {
-        customer_ok = row.get::<bool>(1)?.unwrap_or(false);
+        customer_ok = Some(row.get::<bool>(1)?.unwrap_or(false));
         if let (Some(code), Some(sku_id)) = (row.get::<String>(2)?, row.get::<i64>(3)?) {
             found.insert(
                 code,
@@ -267,6 +266,14 @@ fn lookup(client: &mut SpiClient<'_>, customer_id: i64, items: &[Item]) -> Store
             );
         }
     }
+    let customer_ok = match customer_ok {
+        Some(ok) => ok,
+        None => {
+            let p = plan(client, CUSTOMER_EXISTS, &[T::INT8OID])?;
+            let t = client.update(&*p, Some(1), &[customer_id.into()])?;
+            !t.is_empty() && t.first().get::<bool>(1)?.unwrap_or(false)
+        }
+    };
     if !customer_ok {
         return Err(StoreError::new(Kind::ForeignKey, format!("customer {customer_id} does not exist"))
             .hint("Register customers with storefront.register_customer()."));
@@ -320,25 +327,15 @@ fn quote_list(skus: &[String]) -> String {
     skus.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
 }
 
-/// Lock and allocate stock for every line; all or nothing.
+/// Lock and allocate stock for every line; all or nothing. The SKU rows
+/// are locked already (lookup), so each SKU's mode is the one it has now.
 fn reserve(client: &mut SpiClient<'_>, lines: &[Line]) -> StoreResult<Vec<Take>> {
     let mut takes = Vec::new();
     let mut short = Vec::new();
 
     // normal SKUs: one statement locks all their rows in (sku, location) order
     let normal: Vec<i64> = lines.iter().filter(|l| l.hot_slots == 0).map(|l| l.sku_id).collect();
-    let mut bins: BTreeMap<i64, Vec<Bin>> = BTreeMap::new();
-    if !normal.is_empty() {
-        let p = plan(client, LOCK_STOCK, &[T::INT8ARRAYOID])?;
-        for row in client.update(&*p, None, &[normal.into()])? {
-            let sku: i64 = row.get(1)?.unwrap_or_default();
-            bins.entry(sku).or_default().push(Bin {
-                location_id: row.get(2)?.unwrap_or_default(),
-                slot: None,
-                available: row.get(3)?.unwrap_or_default(),
-            });
-        }
-    }
+    let bins = stock::lock_stock_bins(client, &normal)?;
     for (i, line) in lines.iter().enumerate() {
         let line_no = i as i32 + 1;
         let result = if line.hot_slots == 0 {
@@ -370,28 +367,28 @@ fn reserve(client: &mut SpiClient<'_>, lines: &[Line]) -> StoreResult<Vec<Take>>
 /// allocate across them, which is exact when stock runs low.
 #[allow(clippy::type_complexity)]
 fn claim_hot(client: &mut SpiClient<'_>, line: &Line) -> StoreResult<Result<(Vec<Bin>, Vec<(usize, i32)>), i64>> {
-    let spread = (unsafe { pgrx::pg_sys::MyProcPid } as i64).rem_euclid(line.hot_slots as i64) as i32;
-    let p = plan(client, CLAIM_SLOT, &[T::INT8OID, T::INT4OID, T::INT4OID, T::INT4OID])?;
-    let t = client.update(&*p, Some(1), &[line.sku_id.into(), line.qty.into(), spread.into(), line.hot_slots.into()])?;
-    if !t.is_empty() {
-        let row = t.first();
-        let bin = Bin {
-            location_id: row.get(1)?.unwrap_or_default(),
-            slot: row.get(2)?,
-            available: row.get(3)?.unwrap_or_default(),
-        };
+    if let Some(bin) = stock::claim_slot(client, line.sku_id, line.qty, line.hot_slots)? {
         return Ok(Ok((vec![bin], vec![(0, line.qty)])));
     }
-    let p = plan(client, LOCK_SLOTS, &[T::INT8OID])?;
-    let mut bins = Vec::new();
-    for row in client.update(&*p, None, &[line.sku_id.into()])? {
-        bins.push(Bin {
-            location_id: row.get(1)?.unwrap_or_default(),
-            slot: row.get(2)?,
-            available: row.get(3)?.unwrap_or_default(),
-        });
-    }
+    let bins = stock::lock_slot_bins(client, line.sku_id)?;
     Ok(allocate(&bins, line.qty).map(|t| (bins, t)))
+}
+
+/// An order's total from its lines (code, unit price, qty): checked, so a
+/// total beyond bigint is a 22003 naming the line, never a wrapped value.
+pub fn order_total(lines: &[(&str, i64, i32)]) -> StoreResult<i64> {
+    let mut total: i64 = 0;
+    for &(code, price, qty) in lines {
+        let line = price.checked_mul(qty as i64).ok_or_else(|| {
+            StoreError::out_of_range("order line total is out of range")
+                .detail(format!("SKU \"{code}\": {qty} x {price} does not fit in a bigint."))
+        })?;
+        total = total.checked_add(line).ok_or_else(|| {
+            StoreError::out_of_range("order total is out of range")
+                .detail("The sum of the order's lines does not fit in a bigint.")
+        })?;
+    }
+    Ok(total)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -418,6 +415,10 @@ fn write(
         Delivery::Notify => WRITE_NOTIFY,
         Delivery::Relay => WRITE_QUEUE,
     };
+    // the status change is stamped when it happens (see lifecycle.rs)
+    // SAFETY: reads the clock
+    let at = TimestampWithTimeZone::try_from(unsafe { pgrx::pg_sys::GetCurrentTimestamp() })
+        .map_err(|_| StoreError::internal("the clock is outside the timestamp range"))?;
     let p = plan(
         client,
         sql,
@@ -442,6 +443,7 @@ fn write(
             T::INT4ARRAYOID,
             T::INT8OID,       // $19 total
             T::TEXTOID,       // $20 currency
+            T::TIMESTAMPTZOID, // $21 the change's time
         ],
     )?;
     let args = [
@@ -465,7 +467,19 @@ fn write(
         takes.iter().map(|t| t.qty).collect::<Vec<i32>>().into(),
         total.into(),
         currency.into(),
+        at.into(),
     ];
-    client.update(&*p, None, &args)?;
+    let t = client.update(&*p, Some(1), &args)?;
+    let row = t.first();
+    let (inv, slot, sent) = (
+        row.get::<i64>(1)?.unwrap_or_default() as usize,
+        row.get::<i64>(2)?.unwrap_or_default() as usize,
+        row.get::<i64>(3)?.unwrap_or_default() as usize,
+    );
+    stock::expect_rows("stock update", base.len(), inv)?;
+    stock::expect_rows("hot-stock slot update", slots.len(), slot)?;
+    if sent != 1 {
+        return Err(StoreError::internal("the order event was not recorded"));
+    }
     Ok(())
 }
