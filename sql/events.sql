@@ -13,7 +13,11 @@ CREATE TABLE event (
     at          timestamptz NOT NULL,
     kind        text        NOT NULL,
     customer_id bigint,
-    props       jsonb       NOT NULL DEFAULT '{}'
+    props       jsonb       NOT NULL DEFAULT '{}',
+    -- event times are real times: track_event() and track_events() refuse
+    -- others with 22008; this keeps COPY and INSERT honest too, so no row
+    -- can stop partitioning, a refresh or retention
+    CONSTRAINT event_at_range CHECK (at >= '1970-01-01 00:00:00+00' AND at < '3000-01-01 00:00:00+00')
 ) PARTITION BY RANGE (at);
 CREATE TABLE event_default PARTITION OF event DEFAULT;
 -- BRIN indexes are made per partition (here and in ensure_event_partitions),
@@ -24,7 +28,10 @@ COMMENT ON TABLE event IS 'Events, partitioned by day on at (see ensure_event_pa
 
 -- Create the daily partitions covering [from_time - behind, from_time +
 -- ahead], moving any rows of those days out of the default partition.
--- Returns how many partitions it created.
+-- Returns how many partitions it created. Concurrent runs (a pg_cron job
+-- and a manual call) take turns: each holds a transaction-level advisory
+-- lock from before it looks for a partition until it commits, so the
+-- second finds what the first created instead of creating it again.
 CREATE FUNCTION ensure_event_partitions(ahead interval DEFAULT '7 days', behind interval DEFAULT '1 day',
                                         from_time timestamptz DEFAULT now())
 RETURNS integer
@@ -41,6 +48,14 @@ BEGIN
         RAISE EXCEPTION 'partition window must be between 0 and 3660 days'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF NOT (from_time - behind >= '1970-01-01 00:00:00+00' AND from_time + ahead < '3000-01-01 00:00:00+00') THEN
+        RAISE EXCEPTION 'partition window is out of range'
+            USING ERRCODE = 'datetime_field_overflow',
+                  DETAIL = format('The window is %s - %s to %s + %s; events are timed from 1970-01-01 up to, but not including, 3000-01-01 (UTC).',
+                                  from_time, behind, from_time, ahead);
+    END IF;
+    -- one run at a time (key: the bytes of 'sfparts'); held to commit
+    PERFORM pg_advisory_xact_lock(32482255178986611);
     FOR d IN
         SELECT generate_series(date_trunc('day', from_time - behind, 'UTC'),
                                date_trunc('day', from_time + ahead, 'UTC'), interval '1 day')
@@ -87,6 +102,11 @@ BEGIN
     END IF;
     IF props IS NOT NULL AND jsonb_typeof(props) <> 'object' THEN
         RAISE EXCEPTION 'event props must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF at IS NOT NULL AND NOT (at >= '1970-01-01 00:00:00+00' AND at < '3000-01-01 00:00:00+00') THEN
+        RAISE EXCEPTION 'event time is out of range'
+            USING ERRCODE = 'datetime_field_overflow',
+                  DETAIL = format('The time given was %s; an event time is from 1970-01-01 up to, but not including, 3000-01-01 (UTC).', at);
     END IF;
     INSERT INTO event (at, kind, customer_id, props)
     VALUES (coalesce(at, now()), kind, customer_id, coalesce(props, '{}'));

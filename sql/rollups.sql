@@ -46,6 +46,13 @@ CREATE TABLE retention_policy (
 );
 COMMENT ON TABLE retention_policy IS 'Retention: keep this much of a relation; older data is dropped by apply_retention().';
 
+-- The bucket function of rollups: time_bucket(width, ts), except that a
+-- time whose bucket would start before the timestamp range (within one
+-- width of 4714-11-24 BC) goes to the -infinity bucket instead of raising
+-- an error, so no stored row can make a refresh fail.
+CREATE FUNCTION rollup_bucket(bucket_width interval, ts timestamptz) RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'storefront_rollup_bucket' LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE;
+
 CREATE FUNCTION rollup_watermark(name text)
 RETURNS timestamptz
 LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
@@ -107,8 +114,10 @@ BEGIN
         DELETE FROM retention_policy p WHERE p.relation = set_retention.relation;
         RETURN;
     END IF;
-    IF set_retention.keep <= interval '0' THEN
-        RAISE EXCEPTION 'retention must keep more than zero time' USING ERRCODE = 'invalid_parameter_value';
+    IF set_retention.keep <= interval '0' OR set_retention.keep > interval '1000 years' THEN
+        RAISE EXCEPTION 'retention must keep more than zero time and at most 1000 years'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The interval given was %s.', set_retention.keep);
     END IF;
     INSERT INTO retention_policy AS p (relation, keep) VALUES (set_retention.relation, set_retention.keep)
     ON CONFLICT (relation) DO UPDATE SET keep = excluded.keep;

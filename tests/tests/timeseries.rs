@@ -239,3 +239,241 @@ async fn time_series_bad_input_fails_cleanly() {
         fails_unchanged(&pool, sql, code).await;
     }
 }
+
+/// Calls whose answers TimescaleDB 2.28 gives, around DST changes: a
+/// sub-day bucket at a fall-back change starts at or before its time (the
+/// earlier reading of a local time that happens twice); an offset is
+/// applied in absolute time around the local bucketing.
+#[tokio::test]
+async fn time_zone_buckets_at_dst_changes() {
+    let pool = fresh_db("sf_ts_dst").await;
+    for (call, want) in [
+        ("time_bucket('1 hour', '2021-10-31 00:30+00', 'Europe/Berlin')", "2021-10-31 00:00:00+00"),
+        ("time_bucket('1 hour', '2021-10-31 01:30+00', 'Europe/Berlin')", "2021-10-31 01:00:00+00"),
+        ("time_bucket('2 hours', '2021-10-31 00:30+00', 'Europe/Berlin')", "2021-10-31 00:00:00+00"),
+        ("time_bucket('1 hour', '2021-11-07 05:30+00', 'America/New_York')", "2021-11-07 05:00:00+00"),
+        ("time_bucket('1 hour', '2021-11-07 06:30+00', 'America/New_York')", "2021-11-07 06:00:00+00"),
+        ("time_bucket('30 minutes', '2021-04-03 14:45+00', 'Australia/Lord_Howe')", "2021-04-03 14:30:00+00"),
+        ("time_bucket('30 minutes', '2021-04-03 15:10+00', 'Australia/Lord_Howe')", "2021-04-03 15:00:00+00"),
+        ("time_bucket('1 hour', '2019-02-17 01:30+00', 'America/Sao_Paulo')", "2019-02-17 01:00:00+00"),
+        ("time_bucket('1 day', '2021-03-28 12:00+00', 'Europe/Berlin', \"offset\" => '6 hours')", "2021-03-28 05:00:00+00"),
+        ("time_bucket('1 day', '2021-03-28 03:00+00', 'Europe/Berlin', \"offset\" => '6 hours')", "2021-03-27 05:00:00+00"),
+        ("time_bucket('1 day', '2021-10-31 12:00+00', 'Europe/Berlin', \"offset\" => '-30 minutes')", "2021-10-30 21:30:00+00"),
+        (
+            "time_bucket('1 day', '2021-03-28 12:00+00', 'Europe/Berlin', '2000-01-01 00:00+01', '6 hours')",
+            "2021-03-28 05:00:00+00",
+        ),
+    ] {
+        let got: String = sqlx::query_scalar(&format!("SELECT (storefront.{call} AT TIME ZONE 'UTC')::text || '+00'"))
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{call}: {e}"));
+        assert_eq!(got, want, "{call}");
+    }
+}
+
+/// For sub-day and day widths, in zones with one-hour, half-hour and
+/// midnight DST changes, over windows around each change sampled every 5
+/// minutes: every bucket holds its time (bucket <= ts < next bucket),
+/// buckets never go backwards, the offset forms hold their time too, and
+/// time_bucket_series lists exactly the buckets time_bucket returns.
+#[tokio::test]
+async fn every_time_zone_bucket_holds_its_time() {
+    let pool = fresh_db("sf_ts_dst_property").await;
+    let setup = "CREATE TEMP TABLE zones (zone text);
+        INSERT INTO zones VALUES ('Europe/Berlin'), ('America/New_York'), ('Australia/Lord_Howe'),
+                                 ('America/Sao_Paulo'), ('Asia/Amman'), ('America/Havana'), ('UTC');
+        CREATE TEMP TABLE widths (width interval);
+        INSERT INTO widths VALUES ('30 minutes'), ('1 hour'), ('2 hours'), ('1 day');
+        CREATE TEMP TABLE windows (lo timestamptz);
+        INSERT INTO windows VALUES ('2021-03-26 00:00+00'), ('2021-10-29 00:00+00'), ('2021-03-12 00:00+00'),
+                                   ('2021-11-05 00:00+00'), ('2021-04-02 00:00+00'), ('2021-10-01 00:00+00'),
+                                   ('2018-11-02 00:00+00'), ('2019-02-15 00:00+00'), ('2021-03-24 00:00+00'),
+                                   ('2021-10-27 00:00+00');
+        CREATE TEMP TABLE pts AS
+          SELECT z.zone, w.width, win.lo, t.ts, storefront.time_bucket(w.width, t.ts, z.zone) AS b,
+                 storefront.time_bucket(w.width, t.ts, z.zone, \"offset\" => interval '20 minutes') AS bo
+          FROM zones z CROSS JOIN widths w CROSS JOIN windows win
+          CROSS JOIN LATERAL generate_series(win.lo, win.lo + interval '4 days', interval '5 minutes') t(ts);";
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute(setup).await.unwrap();
+    let (points, bad_bucket, backwards, bad_offset): (i64, i64, i64, i64) = sqlx::query_as(
+        "WITH nexts AS (
+           SELECT zone, width, lo, b, lead(b) OVER (PARTITION BY zone, width, lo ORDER BY b) AS nb
+           FROM (SELECT DISTINCT zone, width, lo, b FROM pts) d)
+         SELECT (SELECT count(*) FROM pts),
+                (SELECT count(*) FROM pts JOIN nexts USING (zone, width, lo, b)
+                  WHERE NOT (b <= ts AND (nb IS NULL OR ts < nb))),
+                (SELECT count(*) FROM (SELECT b < lag(b) OVER (PARTITION BY zone, width, lo ORDER BY ts) AS back FROM pts) x
+                  WHERE back),
+                (SELECT count(*) FROM pts WHERE NOT (bo <= ts AND ts - bo < width + interval '2 hours'))",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(points > 100_000, "{points} points");
+    assert_eq!((bad_bucket, backwards, bad_offset), (0, 0, 0), "of {points} points");
+    // the series of each window lists exactly the buckets seen in it
+    let mismatches: i64 = sqlx::query_scalar(
+        "WITH seen AS (
+           SELECT zone, width, lo, b FROM pts
+           WHERE b >= storefront.time_bucket(width, lo, zone) AND b < lo + interval '4 days'
+           GROUP BY 1, 2, 3, 4),
+         series AS (
+           SELECT z.zone, w.width, win.lo, s AS b
+           FROM zones z CROSS JOIN widths w CROSS JOIN windows win
+           CROSS JOIN LATERAL storefront.time_bucket_series(w.width, win.lo, win.lo + interval '4 days', z.zone) s)
+         SELECT count(*) FROM ((SELECT * FROM seen EXCEPT SELECT * FROM series)
+                               UNION ALL (SELECT * FROM series EXCEPT SELECT * FROM seen)) x",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(mismatches, 0);
+}
+
+/// The date forms with an offset: like TimescaleDB, a sub-day, negative or
+/// month offset is refused, and the width must be whole days (as in the
+/// other date forms).
+#[tokio::test]
+async fn date_offsets_are_whole_days() {
+    let pool = fresh_db("sf_ts_date_offset").await;
+    for sql in [
+        "SELECT storefront.time_bucket('1 day', date '2024-03-17', interval '1 hour')",
+        "SELECT storefront.time_bucket('1 week', date '2024-03-17', interval '-1 day')",
+        "SELECT storefront.time_bucket('1 week', date '2024-03-17', interval '1 month')",
+        "SELECT storefront.time_bucket('1 day', date '2024-03-17', interval '1 day 1 second')",
+    ] {
+        let e = fails_unchanged(&pool, sql, "22023").await;
+        assert_eq!(e.message, "offset for dates must be zero or more whole days", "{sql}");
+    }
+    let e = fails_unchanged(&pool, "SELECT storefront.time_bucket('1 hour', date '2024-03-17', interval '1 day')", "22023").await;
+    assert_eq!(e.message, "bucket width for dates must be a whole number of days");
+    let got: String = sqlx::query_scalar(
+        "SELECT concat_ws(' ', storefront.time_bucket('1 week', date '2024-03-17', interval '2 days'),
+                               storefront.time_bucket('1 month', date '2024-03-01', interval '1 day'),
+                               storefront.time_bucket('1 day', date '2024-03-17', interval '0'))",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(got, "2024-03-13 2024-02-02 2024-03-17");
+}
+
+/// Event times are real times: non-finite and out-of-range ones are
+/// refused at ingest (22008) by both entry points and by the table. One
+/// -infinity event used to make every later run_maintenance() fail.
+#[tokio::test]
+async fn event_times_are_checked_at_ingest() {
+    let pool = fresh_db("sf_ts_event_times").await;
+    pool.execute(
+        "SELECT storefront.ensure_event_partitions();
+         SELECT storefront.create_rollup('views', 'storefront.event', 'at', '1 hour', '{kind}', '{count}');
+         SELECT storefront.track_event('view', now() - interval '2 hours');
+         SELECT * FROM storefront.run_maintenance();",
+    )
+    .await
+    .unwrap();
+    for at in ["-infinity", "infinity", "1969-12-31 23:59:59+00", "3000-01-01 00:00+00", "4714-11-24 00:00+00 BC"] {
+        let e = fails_unchanged(&pool, &format!("SELECT storefront.track_event('view', '{at}')"), "22008").await;
+        assert_eq!(e.message, "event time is out of range");
+        let e = fails_unchanged(
+            &pool,
+            &format!("SELECT storefront.track_events(ARRAY['view', 'view'], ARRAY[now(), '{at}']::timestamptz[])"),
+            "22008",
+        )
+        .await;
+        assert!(e.detail.unwrap().starts_with("Event 2 has time"));
+        fails_unchanged(&pool, &format!("INSERT INTO storefront.event (at, kind) VALUES ('{at}', 'view')"), "23514").await;
+    }
+    pool.execute("SELECT * FROM storefront.run_maintenance(); SELECT * FROM storefront.run_maintenance();").await.unwrap();
+    // the edges themselves are fine
+    pool.execute(
+        "SELECT storefront.track_event('view', '1970-01-01 00:00+00');
+         SELECT storefront.track_event('view', '2999-12-31 23:59:59.999999+00');
+         SELECT * FROM storefront.run_maintenance();",
+    )
+    .await
+    .unwrap();
+}
+
+/// No row of a rollup's source can stop its refresh: a user table may hold
+/// infinite times and times at the very edges of the timestamp range.
+#[tokio::test]
+async fn extreme_source_times_cannot_wedge_a_refresh() {
+    let pool = fresh_db("sf_ts_extreme_rows").await;
+    pool.execute(
+        "CREATE TABLE readings (at timestamptz NOT NULL, value bigint NOT NULL);
+         SELECT storefront.create_rollup('r_weekly', 'readings', 'at', '7 days', '{}', '{count, sum(value)}', 'ts');
+         SELECT storefront.create_rollup('r_monthly', 'readings', 'at', '1 month', '{}', '{count, sum(value)}', 'ts');
+         INSERT INTO readings VALUES ('2026-01-01', 1);
+         SELECT storefront.refresh_rollup('r_weekly', '2026-06-01');
+         SELECT storefront.refresh_rollup('r_monthly', '2026-06-01');
+         INSERT INTO readings VALUES ('-infinity', 2), ('infinity', 3), ('4714-11-24 00:00+00 BC', 4),
+                                     ('294276-12-31 23:59:59+00', 5), ('2025-12-31', 6);
+         DELETE FROM readings WHERE value = 6;",
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        pool.execute(
+            "SELECT storefront.refresh_rollup('r_weekly', '2026-06-01');
+             SELECT storefront.refresh_rollup('r_monthly', '2026-06-01');
+             SELECT * FROM storefront.run_maintenance();",
+        )
+        .await
+        .expect("refresh and maintenance run with extreme rows in the source");
+    }
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.rollup_invalidation").fetch_one(&pool).await.unwrap();
+    assert_eq!(pending, 0, "every invalidation was consumed");
+    let total: i64 = sqlx::query_scalar("SELECT sum(sum_value)::bigint FROM ts.r_weekly").fetch_one(&pool).await.unwrap();
+    assert_eq!(total, 1 + 2 + 3 + 4 + 5);
+}
+
+/// Event props go in exactly as sent: big numbers are not rounded to a
+/// float on the way (track_event always kept them; track_events did not).
+#[tokio::test]
+async fn event_props_keep_exact_numbers() {
+    let pool = fresh_db("sf_ts_exact_props").await;
+    pool.execute(
+        "SELECT storefront.track_events(ARRAY['view', 'view'], ARRAY[now(), now()], NULL,
+           ARRAY['{\"n\": 123456789012345678901234, \"x\": 0.1000000000000000055511151231257827}',
+                 '{\"deep\": [[[[[[[[[[1]]]]]]]]]]}']::jsonb[]);
+         SELECT storefront.track_event('view', now(), NULL, '{\"n\": 123456789012345678901234}');",
+    )
+    .await
+    .unwrap();
+    let got: Vec<String> = sqlx::query_scalar("SELECT props->>'n' FROM storefront.event WHERE props ? 'n' ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(got, ["123456789012345678901234", "123456789012345678901234"]);
+    let x: String = sqlx::query_scalar("SELECT props->>'x' FROM storefront.event WHERE props ? 'x'").fetch_one(&pool).await.unwrap();
+    assert_eq!(x, "0.1000000000000000055511151231257827");
+    let e = fails_unchanged(
+        &pool,
+        "SELECT storefront.track_events(ARRAY['view'], ARRAY[now()], NULL, ARRAY['[1]']::jsonb[])",
+        "22023",
+    )
+    .await;
+    assert_eq!(e.message, "event props must be a JSON object");
+}
+
+/// Gap filling refuses points at -infinity or infinity (22008); they used
+/// to overflow the interpolation.
+#[tokio::test]
+async fn gapfill_refuses_infinite_points() {
+    let pool = fresh_db("sf_ts_gapfill_inf").await;
+    for t in ["-infinity", "infinity"] {
+        for fill in ["none", "locf", "linear"] {
+            let sql = format!(
+                "SELECT * FROM storefront.gapfill('1 hour', '2026-01-01', '2026-01-02',
+                   ARRAY['{t}', '2026-01-01 05:00+00']::timestamptz[], ARRAY[1, 2]::float8[], '{fill}')"
+            );
+            let e = fails_unchanged(&pool, &sql, "22008").await;
+            assert_eq!(e.message, "gap filling needs finite times");
+            let in_zone = format!("{}, 'Europe/Berlin')", sql.trim_end().trim_end_matches(')'));
+            fails_unchanged(&pool, &in_zone, "22008").await;
+        }
+    }
+}

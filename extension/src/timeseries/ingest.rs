@@ -10,13 +10,24 @@
 //! Binary COPY decodes text through the client encoding; when it differs
 //! from the database encoding the batch goes in with INSERT instead.
 
-use crate::errors::{report, StoreError, StoreResult};
+use crate::errors::{report, Kind, StoreError, StoreResult};
+use crate::args::JsonbText;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::ffi::CString;
+
+/// Event times are from 1970-01-01 up to, but not including, 3000-01-01
+/// (UTC), in PostgreSQL's timestamp representation; the event table's
+/// CHECK constraint says the same.
+pub const MIN_EVENT_TIME: i64 = -946_684_800_000_000;
+pub const END_EVENT_TIME: i64 = 31_556_995_200_000_000;
+
+pub fn time_ok(t: i64) -> bool {
+    (MIN_EVENT_TIME..END_EVENT_TIME).contains(&t)
+}
 
 /// An event kind: 1 to 64 of a-z 0-9 _ . starting with a letter.
 pub fn kind_ok(k: &str) -> bool {
@@ -141,6 +152,17 @@ fn insert_in(events: &[Event<'_>]) -> StoreResult<i64> {
     })
 }
 
+fn bad_time(n: usize, t: i64) -> StoreError {
+    let shown = match t {
+        i64::MIN => "-infinity".to_string(),
+        i64::MAX => "infinity".to_string(),
+        _ => TimestampWithTimeZone::try_from(t).map(|t| t.to_string()).unwrap_or_else(|_| t.to_string()),
+    };
+    StoreError::new(Kind::DatetimeOverflow, "event time is out of range").detail(format!(
+        "Event {n} has time {shown}; an event time is from 1970-01-01 up to, but not including, 3000-01-01 (UTC)."
+    ))
+}
+
 fn bad_kind() -> StoreError {
     StoreError::invalid("invalid event kind in batch")
         .detail("An event kind has 1 to 64 lower-case letters, digits, \"_\" or \".\", starting with a letter.")
@@ -150,7 +172,7 @@ fn track_events_inner(
     kinds: Option<pgrx::Array<'_, &str>>,
     ats: Option<pgrx::Array<'_, TimestampWithTimeZone>>,
     customer_ids: Option<pgrx::Array<'_, i64>>,
-    props: Option<pgrx::Array<'_, pgrx::JsonB>>,
+    props: Option<pgrx::Array<'_, JsonbText>>,
 ) -> StoreResult<i64> {
     let n = kinds.as_ref().map(|a| a.len()).unwrap_or(0);
     let lengths_ok = ats.as_ref().map(|a| a.len()).unwrap_or(0) == n
@@ -170,14 +192,23 @@ fn track_events_inner(
     let mut at_iter = ats.as_ref().map(|a| a.iter());
     let mut c_iter = customer_ids.as_ref().map(|a| a.iter());
     let mut p_iter = props.as_ref().map(|a| a.iter());
-    for k in kinds.iter() {
+    for (n, k) in kinds.iter().enumerate() {
         let kind = k.filter(|k| kind_ok(k)).ok_or_else(bad_kind)?;
         let at = at_iter.as_mut().and_then(|i| i.next()).flatten().map(|t| t.into_inner());
+        if let Some(t) = at {
+            if !time_ok(t) {
+                return Err(bad_time(n + 1, t));
+            }
+        }
         let customer_id = c_iter.as_mut().and_then(|i| i.next()).flatten();
+        // props go in as jsonb printed them: exact numbers, no re-parse here
         let props = match p_iter.as_mut().and_then(|i| i.next()).flatten() {
             None => None,
-            Some(j) if j.0.is_object() => Some(j.0.to_string()),
-            Some(_) => return Err(StoreError::invalid("event props must be a JSON object")),
+            Some(j) if j.is_object() => Some(j.0),
+            Some(j) => {
+                return Err(StoreError::invalid("event props must be a JSON object")
+                    .detail(format!("Event {} has props that are a JSON {}.", n + 1, j.type_name())))
+            }
         };
         events.push(Event { at, kind, customer_id, props });
     }
@@ -200,7 +231,7 @@ fn track_events(
     kinds: Option<pgrx::Array<'_, &str>>,
     ats: Option<pgrx::Array<'_, TimestampWithTimeZone>>,
     customer_ids: default!(Option<pgrx::Array<'_, i64>>, "NULL"),
-    props: default!(Option<pgrx::Array<'_, pgrx::JsonB>>, "NULL"),
+    props: default!(Option<pgrx::Array<'_, JsonbText>>, "NULL"),
 ) -> Result<i64, ErrorReport> {
     report(track_events_inner(kinds, ats, customer_ids, props))
 }
@@ -216,6 +247,18 @@ mod tests {
         for bad in ["", "Page", "1x", "a b", "a-b", &"x".repeat(65)] {
             assert!(!kind_ok(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn event_times() {
+        // 1970-01-01 and 3000-01-01, in microseconds since 2000-01-01
+        assert_eq!(MIN_EVENT_TIME, -10_957 * 86_400_000_000);
+        assert_eq!(END_EVENT_TIME, crate::timeseries::bucket::days_from_civil(3000, 1, 1) * 86_400_000_000);
+        assert!(time_ok(0));
+        assert!(time_ok(MIN_EVENT_TIME));
+        assert!(!time_ok(MIN_EVENT_TIME - 1));
+        assert!(!time_ok(END_EVENT_TIME));
+        assert!(!time_ok(i64::MIN) && !time_ok(i64::MAX));
     }
 
     #[test]

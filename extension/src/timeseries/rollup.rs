@@ -167,7 +167,7 @@ impl Spec {
     /// with the time expression `time` (raw column, or `bucket`).
     fn aggregate_from(&self, from: &str, time: &str, cond: &str) -> String {
         let t = ident(time);
-        let mut cols = vec![format!("storefront.time_bucket({}, {t}) AS bucket", self.width_sql())];
+        let mut cols = vec![format!("storefront.rollup_bucket({}, {t}) AS bucket", self.width_sql())];
         cols.extend(self.groups.iter().map(|g| ident(g)));
         for s in self.stored() {
             let expr = if self.stacked() { s.stacked } else { s.raw };
@@ -235,15 +235,43 @@ impl Spec {
 }
 
 /// The bucket range [start of lo's bucket, end of hi's bucket) that a
-/// change to source times [lo, hi] invalidates.
-pub fn invalidated_range(plan: Plan, w: Width, lo: i64, hi: i64) -> Result<(i64, i64), bucket::BucketError> {
-    let a = bucket::bucket_ts(plan, lo, None)?;
-    let b = bucket::bucket_ts(plan, hi, None)?;
-    let end = match plan {
-        Plan::Fixed(p) => b.checked_add(p).ok_or(bucket::BucketError::OutOfRange)?,
-        Plan::Months(_) => bucket::add_interval(b, w)?,
+/// change to source times [lo, hi] invalidates. Total: any stored times,
+/// infinite or at the edges of the timestamp range, give a range (widened
+/// to -infinity / infinity where a bucket edge would leave the range), so
+/// no source row can make a refresh fail.
+pub fn invalidated_range(plan: Plan, w: Width, lo: i64, hi: i64) -> (i64, i64) {
+    use bucket::{END_TIMESTAMP, MIN_TIMESTAMP, NOBEGIN, NOEND};
+    let a = if lo <= MIN_TIMESTAMP || lo >= END_TIMESTAMP {
+        if lo >= END_TIMESTAMP { bucket_start_saturating(plan, END_TIMESTAMP - 1) } else { NOBEGIN }
+    } else {
+        bucket_start_saturating(plan, lo)
     };
-    Ok((a, end))
+    let end = if hi < MIN_TIMESTAMP {
+        // only -infinity rows: everything before the first real time
+        MIN_TIMESTAMP
+    } else if hi >= END_TIMESTAMP {
+        NOEND
+    } else {
+        let b = bucket_start_saturating(plan, hi);
+        let next = match plan {
+            Plan::Fixed(p) => b.checked_add(p).ok_or(bucket::BucketError::OutOfRange),
+            Plan::Months(_) => bucket::add_interval(b, w),
+        };
+        match next {
+            Ok(n) if n < END_TIMESTAMP => n,
+            _ => NOEND,
+        }
+    };
+    (a.min(end), end)
+}
+
+/// The bucket holding a valid timestamp; -infinity if that bucket would
+/// start before the timestamp range.
+fn bucket_start_saturating(plan: Plan, t: i64) -> i64 {
+    match bucket::bucket_ts(plan, t, None) {
+        Ok(b) if b >= bucket::MIN_TIMESTAMP => b,
+        _ => bucket::NOBEGIN,
+    }
 }
 
 /// Merge overlapping or touching ranges, sorted.
@@ -390,7 +418,11 @@ fn create_rollup_inner(
     let iv = bucket_width.ok_or_else(|| StoreError::null("bucket width"))?;
     let width = Width::new(iv.months(), iv.days(), iv.micros());
     let plan = plan_of(width)?;
-    let schema = schema.unwrap_or("storefront_rollups").to_string();
+    let schema = schema.ok_or_else(|| StoreError::null("schema"))?.to_string();
+    if schema.is_empty() || schema.len() > 63 || schema.starts_with("pg_") {
+        return Err(StoreError::invalid(format!("invalid schema name \"{}\"", crate::orders::items::clip(&schema, 63)))
+            .detail("A rollup's schema name has 1 to 63 bytes and does not start with \"pg_\"."));
+    }
     let groups: Vec<String> = group_columns.unwrap_or_default().into_iter().flatten().collect();
     let agg_specs: Vec<String> = aggregates.unwrap_or_else(|| vec![Some("count".into())]).into_iter().flatten().collect();
     let aggs = agg_specs.iter().map(|a| parse_agg(a)).collect::<StoreResult<Vec<_>>>()?;
@@ -411,6 +443,9 @@ fn create_rollup_inner(
             Some(1),
             &[source.into()],
         )?;
+        if t.is_empty() {
+            return Err(StoreError::new(Kind::UndefinedTable, format!("relation with OID {} does not exist", source.to_u32())));
+        }
         let row = t.first();
         let src_oid: pgrx::pg_sys::Oid = row.get(1)?.ok_or_else(|| StoreError::internal("regclass without oid"))?;
         let src_name: String = row.get(2)?.unwrap_or_default();
@@ -538,14 +573,14 @@ fn create_rollup_inner(
 #[search_path(@extschema@, pg_temp)]
 fn create_rollup(
     name: Option<&str>,
-    source: Option<pgrx::PgRelation>,
+    source: Option<crate::args::RegClass>,
     time_column: Option<&str>,
     bucket_width: Option<Interval>,
     group_columns: default!(Option<Vec<Option<String>>>, "'{}'"),
     aggregates: default!(Option<Vec<Option<String>>>, "'{count}'"),
     schema: default!(Option<&str>, "'storefront_rollups'"),
 ) -> Result<String, ErrorReport> {
-    report(create_rollup_inner(name, source.map(|r| r.oid()), time_column, bucket_width, group_columns, aggregates, schema))
+    report(create_rollup_inner(name, source.map(|r| r.0), time_column, bucket_width, group_columns, aggregates, schema))
 }
 
 /// Create the statement-level triggers that log late changes of a raw
@@ -598,7 +633,8 @@ fn refresh_inner(name: Option<&str>, upto: Option<TimestampWithTimeZone>) -> Sto
         let mut new_wm = if bucket::is_finite(upto) { bucket_of(upto)? } else { upto };
         if let Some(src) = &m.source_rollup {
             let s = load(client, src, "FOR SHARE")?;
-            let src_wm = if bucket::is_finite(s.watermark) { bucket_of(s.watermark)? } else { s.watermark };
+            // stored: saturate rather than fail
+            let src_wm = if bucket::is_finite(s.watermark) { bucket_start_saturating(plan, s.watermark) } else { s.watermark };
             new_wm = new_wm.min(src_wm);
         }
         // nothing before the source's retention horizon is re-aggregated
@@ -617,18 +653,15 @@ fn refresh_inner(name: Option<&str>, upto: Option<TimestampWithTimeZone>) -> Sto
         };
         let horizon = horizon.map(|h| h.into_inner()).unwrap_or(i64::MIN);
         // the first bucket whose source rows are all still there
-        let first_whole = if horizon == i64::MIN {
-            i64::MIN
+        // (a stored value: saturating arithmetic, so it cannot fail)
+        let first_whole = if !bucket::is_finite(horizon) {
+            horizon
         } else {
-            let b = bucket_of(horizon)?;
+            let b = bucket_start_saturating(plan, horizon);
             if b == horizon {
                 b
             } else {
-                bucket::add_interval(b, match plan {
-                    Plan::Fixed(p) => Width::new(0, 0, p),
-                    Plan::Months(_) => m.width,
-                })
-                .map_err(|e| StoreError::invalid(e.to_string()))?
+                invalidated_range(plan, m.width, horizon, horizon).1
             }
         };
 
@@ -641,8 +674,7 @@ fn refresh_inner(name: Option<&str>, upto: Option<TimestampWithTimeZone>) -> Sto
         for row in t {
             let (lo, hi): (Option<TimestampWithTimeZone>, Option<TimestampWithTimeZone>) = (row.get(1)?, row.get(2)?);
             if let (Some(lo), Some(hi)) = (lo, hi) {
-                let (a, b) = invalidated_range(plan, m.width, lo.into_inner().max(horizon), hi.into_inner())
-                    .map_err(|e| StoreError::invalid(e.to_string()))?;
+                let (a, b) = invalidated_range(plan, m.width, lo.into_inner().max(horizon), hi.into_inner());
                 let (a, b) = (a.max(first_whole), b.min(m.watermark));
                 if a < b {
                     ranges.push((a, b));
@@ -798,7 +830,7 @@ mod tests {
         let raw = spec(false);
         assert_eq!(
             raw.select_range_sql(),
-            "SELECT storefront.time_bucket('01:00:00'::interval, \"placed_at\") AS bucket, \"currency\", count(*)::bigint AS \"n\", \
+            "SELECT storefront.rollup_bucket('01:00:00'::interval, \"placed_at\") AS bucket, \"currency\", count(*)::bigint AS \"n\", \
              sum(\"total_cents\") AS \"sum_total_cents\", count(\"total_cents\")::bigint AS \"n_total_cents\", \
              max(\"total_cents\") AS \"max_total_cents\" FROM storefront.orders WHERE \"placed_at\" >= $1 AND \"placed_at\" < $2 GROUP BY 1, 2"
         );
@@ -829,9 +861,31 @@ mod tests {
     #[test]
     fn ranges() {
         let h = 3_600_000_000;
-        let (a, b) = invalidated_range(Plan::Fixed(h), Width::new(0, 0, h), h + 5, 3 * h + 1).unwrap();
+        let w = Width::new(0, 0, h);
+        let (a, b) = invalidated_range(Plan::Fixed(h), w, h + 5, 3 * h + 1);
         assert_eq!((a, b), (h, 4 * h));
         assert_eq!(merge_ranges(vec![(5, 7), (1, 3), (2, 4), (7, 9), (20, 30)]), vec![(1, 4), (5, 9), (20, 30)]);
+    }
+
+    /// No stored time can make the range arithmetic fail: infinities and
+    /// the edges of the timestamp range widen the range instead.
+    #[test]
+    fn ranges_are_total() {
+        use bucket::{END_TIMESTAMP, MIN_TIMESTAMP, NOBEGIN, NOEND};
+        let h = 3_600_000_000;
+        for plan in [Plan::Fixed(h), Plan::Fixed(7 * bucket::USECS_PER_DAY), Plan::Months(1), Plan::Months(12)] {
+            let w = match plan {
+                Plan::Fixed(p) => Width::new(0, 0, p),
+                Plan::Months(m) => Width::new(m, 0, 0),
+            };
+            assert_eq!(invalidated_range(plan, w, NOBEGIN, NOBEGIN), (NOBEGIN, MIN_TIMESTAMP));
+            assert_eq!(invalidated_range(plan, w, NOBEGIN, NOEND), (NOBEGIN, NOEND));
+            assert_eq!(invalidated_range(plan, w, END_TIMESTAMP - 1, NOEND).1, NOEND);
+            let (a, b) = invalidated_range(plan, w, MIN_TIMESTAMP, END_TIMESTAMP - 1);
+            assert!(a <= MIN_TIMESTAMP && b == NOEND, "{plan:?}");
+            let (a, b) = invalidated_range(plan, w, 0, 0);
+            assert!(a <= 0 && b > 0);
+        }
     }
 
     #[test]
