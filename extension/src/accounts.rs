@@ -8,8 +8,8 @@
 use crate::errors::{report, Kind, StoreError, StoreResult};
 use crate::spi_util::first_row;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::sync::OnceLock;
@@ -86,46 +86,94 @@ pub fn check_full_name(name: &str) -> StoreResult<String> {
     Ok(name.to_string())
 }
 
-fn hasher() -> Argon2<'static> {
-    // argon2id v19, m = 19 MiB, t = 2, p = 1: the OWASP baseline and the
-    // crate's default. Changing it keeps old hashes verifiable (the PHC string
-    // carries its own parameters).
-    Argon2::default()
+/// argon2id v19, m = 19 MiB, t = 2, p = 1: the OWASP baseline and the
+/// crate's default. Changing it keeps old hashes verifiable (the PHC string
+/// carries its own parameters).
+fn default_params() -> Params {
+    Params::default()
+}
+
+/// The working memory of one argon2 run, allocated fallibly: a failed
+/// allocation is a 53200 error for the caller, not an abort of the backend
+/// (which would make the postmaster restart every session).
+pub fn argon2_memory(blocks: usize) -> StoreResult<Vec<Block>> {
+    let mut memory: Vec<Block> = Vec::new();
+    memory
+        .try_reserve_exact(blocks)
+        .map_err(|_| StoreError::out_of_memory("password hashing", blocks.saturating_mul(Block::SIZE)))?;
+    memory.resize(blocks, Block::default());
+    Ok(memory)
+}
+
+/// Run argon2 with explicit algorithm, version and parameters into `out`.
+fn argon2_into(alg: Algorithm, version: Version, params: Params, pwd: &[u8], salt: &[u8], out: &mut [u8]) -> StoreResult<()> {
+    let mut memory = argon2_memory(params.block_count())?;
+    Argon2::new(alg, version, params)
+        .hash_password_into_with_memory(pwd, salt, out, &mut memory)
+        .map_err(|e| StoreError::internal(format!("could not hash password: {e}")))
 }
 
 /// Hash a password into a PHC string (`$argon2id$v=19$m=...`).
 pub fn hash_password(password: &str) -> StoreResult<String> {
+    let internal = |e: &dyn std::fmt::Display| StoreError::internal(format!("could not hash password: {e}"));
     let salt = SaltString::generate(&mut OsRng);
-    hasher()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::internal(format!("could not hash password: {e}")))
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(|e| internal(&e))?;
+    let params = default_params();
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    argon2_into(Algorithm::Argon2id, Version::V0x13, params.clone(), password.as_bytes(), salt_bytes, &mut out)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| internal(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| internal(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
-/// A hash of a random password with the same parameters, verified against
-/// when there is no real hash, so that an unknown email costs the same time
-/// as a known one with a wrong password.
+/// Verify `password` against a parsed PHC hash: recompute with its own
+/// algorithm, version, parameters and salt, compare in constant time.
+/// Ok(false) for hashes this cannot read; Err only for a failed allocation.
+fn verify_phc(password: &str, phc: &PasswordHash<'_>) -> StoreResult<bool> {
+    let (Ok(alg), Some(expected), Some(salt)) = (Algorithm::try_from(phc.algorithm), phc.hash, phc.salt) else {
+        return Ok(false);
+    };
+    let Ok(version) = Version::try_from(phc.version.unwrap_or(19)) else { return Ok(false) };
+    let Ok(params) = Params::try_from(phc) else { return Ok(false) };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else { return Ok(false) };
+    let mut out = vec![0u8; expected.len()];
+    match argon2_into(alg, version, params, password.as_bytes(), salt_bytes, &mut out) {
+        Ok(()) => {}
+        Err(e) if e.kind == Kind::OutOfMemory => return Err(e),
+        Err(_) => return Ok(false),
+    }
+    // Output's equality is constant-time
+    Ok(Output::new(&out).is_ok_and(|o| o == expected))
+}
+
+/// A hash of a random password with the default parameters, verified
+/// against when there is no real hash, so that an unknown email costs the
+/// same time as a known one with a wrong password.
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
-        let salt = SaltString::generate(&mut OsRng);
         let random = SaltString::generate(&mut OsRng);
-        hasher()
-            .hash_password(random.as_str().as_bytes(), &salt)
-            .map(|h| h.to_string())
+        hash_password(random.as_str()).unwrap_or_else(|_| {
             // a fixed, well-formed PHC string with the default parameters
-            .unwrap_or_else(|_| {
-                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
-                 Vd0xuqNcmTOeoqTqIq8Ql6i3BEiAIBkdoWYtiprgQgI"
-                    .to_string()
-            })
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$\
+             Vd0xuqNcmTOeoqTqIq8Ql6i3BEiAIBkdoWYtiprgQgI"
+                .to_string()
+        })
     })
 }
 
 /// Verify `password` against `stored` (None, a locked `!` value or a
 /// malformed value verify against the dummy hash and fail). Always does
-/// exactly one argon2 verification.
-pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
+/// exactly one argon2 verification. Err only when its memory could not be
+/// allocated (53200).
+pub fn verify_password(password: &str, stored: Option<&str>) -> StoreResult<bool> {
     let (candidate, real) = match stored {
         Some(s) if !s.starts_with('!') => match PasswordHash::new(s) {
             Ok(_) => (s, true),
@@ -135,10 +183,10 @@ pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
     };
     let parsed = match PasswordHash::new(candidate) {
         Ok(p) => p,
-        Err(_) => return false,
+        Err(_) => return Ok(false),
     };
-    let ok = hasher().verify_password(password.as_bytes(), &parsed).is_ok();
-    ok && real
+    let ok = verify_phc(password, &parsed)?;
+    Ok(ok && real)
 }
 
 // ------------------------------------------------------------- SQL surface --
@@ -210,7 +258,7 @@ fn authenticate_inner(email: Option<&str>, password: Option<&str>) -> StoreResul
         None => (None, None),
     };
     let pw_ok = password.len() <= MAX_PASSWORD_BYTES;
-    let verified = verify_password(if pw_ok { password } else { "" }, stored.as_deref());
+    let verified = verify_password(if pw_ok { password } else { "x" }, stored.as_deref())?;
     Ok(if verified && pw_ok { id } else { None })
 }
 
@@ -263,17 +311,39 @@ mod unit_tests {
     fn hash_and_verify_round_trip() {
         let h = hash_password("correct horse").unwrap();
         assert!(h.starts_with("$argon2id$v=19$"));
-        assert!(verify_password("correct horse", Some(&h)));
-        assert!(!verify_password("wrong horse", Some(&h)));
+        assert!(verify_password("correct horse", Some(&h)).unwrap());
+        assert!(!verify_password("wrong horse", Some(&h)).unwrap());
         // same password, different salt
         assert_ne!(h, hash_password("correct horse").unwrap());
     }
 
     #[test]
     fn missing_locked_or_malformed_hashes_never_verify() {
-        assert!(!verify_password("anything", None));
-        assert!(!verify_password("anything", Some("!locked")));
-        assert!(!verify_password("anything", Some("not a phc string")));
+        assert!(!verify_password("anything", None).unwrap());
+        assert!(!verify_password("anything", Some("!locked")).unwrap());
+        assert!(!verify_password("anything", Some("not a phc string")).unwrap());
+    }
+
+    /// The stock argon2 API allocates its working memory with Rust's
+    /// infallible allocator: a hash asking for more than can be had aborts
+    /// the backend. Ours reports 53200 instead.
+    #[test]
+    fn memory_that_cannot_be_had_is_an_error_not_an_abort() {
+        let e = argon2_memory(usize::MAX / Block::SIZE).unwrap_err();
+        assert_eq!(e.kind, Kind::OutOfMemory);
+        // 4 TiB of working memory, as a tampered stored hash could ask for
+        let greedy = "$argon2id$v=19$m=4294967295,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$\
+                      Vd0xuqNcmTOeoqTqIq8Ql6i3BEiAIBkdoWYtiprgQgI";
+        assert_eq!(verify_password("x", Some(greedy)).unwrap_err().kind, Kind::OutOfMemory);
+    }
+
+    #[test]
+    fn hashes_from_the_stock_api_still_verify() {
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::generate(&mut OsRng);
+        let stock = Argon2::default().hash_password(b"s3cret", &salt).unwrap().to_string();
+        assert!(verify_password("s3cret", Some(&stock)).unwrap());
+        assert!(!verify_password("s3cret!", Some(&stock)).unwrap());
     }
 }
 

@@ -111,3 +111,26 @@ async fn authentication_time_does_not_depend_on_the_email_existing() {
         );
     }
 }
+
+/// A stored hash asking for more working memory than can be had (4 TiB,
+/// as a tampered row could) fails the call with 53200. It used to abort
+/// the backend, and the postmaster then restarted every session: another
+/// session here must survive it.
+#[tokio::test]
+async fn a_hash_that_cannot_be_allocated_is_53200_not_a_crash() {
+    let pool = fresh_db("sf_accounts_oom").await;
+    pool.execute(
+        "SELECT storefront.register_customer('greedy@example.com', 'pw', 'Greedy');
+         UPDATE storefront.customer SET password_hash =
+           '$argon2id$v=19$m=4294967295,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$Vd0xuqNcmTOeoqTqIq8Ql6i3BEiAIBkdoWYtiprgQgI'",
+    )
+    .await
+    .unwrap();
+    let mut bystander = pool.acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *bystander).await.unwrap();
+    let e = fails_unchanged(&pool, "SELECT storefront.authenticate('greedy@example.com', 'pw')", "53200").await;
+    assert_eq!(e.message, "out of memory");
+    assert!(e.detail.unwrap().contains("password hashing"));
+    let still: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *bystander).await.unwrap();
+    assert_eq!(still, pid, "the other session survived");
+}
