@@ -7,7 +7,7 @@ COMMENT ON FUNCTION register_customer(text, text, text) IS
 COMMENT ON FUNCTION authenticate(text, text) IS
 'The customer id for a correct email and password, else NULL. Always performs one argon2id verification, so timing does not reveal whether the email exists.';
 COMMENT ON FUNCTION upsert_product(text, text, bigint, character, text, jsonb) IS
-'Create or update a sellable SKU and its product (found or created by name within the category path, e.g. ''Apparel/Men/Shirts''); returns the SKU id. Errors: 22023 on a bad code, name, price, currency or attributes.';
+'Create or update a sellable SKU and its product (found or created by name within the category path, e.g. ''Apparel/Men/Shirts''); returns the SKU id. Errors: 22023 on a bad code, name, price, currency or attributes; 22003 price above max_price_cents().';
 COMMENT ON FUNCTION set_sellable(text, boolean) IS
 'Take a SKU off sale (false) or put it back (true); unsellable SKUs cannot be ordered. Errors: 23503 unknown SKU.';
 COMMENT ON FUNCTION raise_unknown_sku(text) IS
@@ -18,8 +18,12 @@ COMMENT ON FUNCTION add_location(text, text) IS
 'Add a stock location (code: lower-case letters, digits, _ or -); returns its id. Errors: 22023 bad code or name, 23505 code taken.';
 COMMENT ON FUNCTION max_restock_qty() IS
 'The largest quantity one restock() call may add.';
+COMMENT ON FUNCTION max_price_cents() IS
+'The highest price of one unit, in minor units (10^12): with at most 1,000 units a line and 100 lines an order, no order total can overflow.';
+COMMENT ON FUNCTION expect_row_count(text, bigint, bigint) IS
+'Internal: raise 40001 when an UPDATE that must hit expected rows hit got (the rows changed under the caller; retry).';
 COMMENT ON FUNCTION restock(text, integer, text) IS
-'Add qty units of a SKU at a location (default ''main'') and record the movement; returns the new on_hand. Errors: 22023 qty out of range, 23503 unknown SKU or location, 55P03 lock wait over 5s.';
+'Add qty units of a SKU at a location (default ''main'') and record the movement; returns the new on_hand. A hot-stock SKU''s units are spread over its slots. Errors: 22023 qty out of range, 23503 unknown SKU or location, 55P03 lock wait over 5s, 40001 stock changed under the call (retry).';
 COMMENT ON FUNCTION stock(text) IS
 'Inventory of a SKU per location as a user sees it: on_hand, reserved and available = on_hand - reserved. Errors: 23503 unknown SKU.';
 COMMENT ON FUNCTION seed_u(bigint, integer) IS
@@ -34,11 +38,11 @@ COMMENT ON FUNCTION order_status_can_move(text, text) IS
 'Whether an order may move from status from (NULL: a new order) to status to, per the order status machine.';
 
 COMMENT ON FUNCTION place_order(bigint, jsonb, text, interval) IS
-'Place an order in one transaction: validate the items ([{"sku": ..., "qty": n}, ...]; repeats merged), reserve every line or none (rows locked in SKU order), snapshot prices, write order, lines, reservations, status history and outbox, NOTIFY storefront_order_events. Same idempotency key and request: the original receipt (replayed = true). Errors: 23514 short stock (DETAIL names each SKU), 23503 unknown customer or SKU, 23505 key reused for another request, 22023 bad qty / line count / hold, 22P02 malformed items, 55P03 lock wait over 2s.';
+'Place an order in one transaction: validate the items ([{"sku": ..., "qty": n}, ...]; repeats merged), reserve every line or none (rows locked in SKU order), snapshot prices, write order, lines, reservations, status history and outbox, NOTIFY storefront_order_events. Same idempotency key and request: the original receipt (replayed = true). Errors: 23514 short stock (DETAIL names each SKU), 23503 unknown customer or SKU, 23505 key reused for another request, 22023 bad qty / line count / hold / SKU code, 22P02 malformed items (wrong shape, nested over 128 levels), 55P03 lock wait over 2s, 40001 stock changed under the call (retry).';
 COMMENT ON FUNCTION record_payment(bigint, bigint, boolean, text) IS
 'Record a payment attempt; returns the order status after it. Success sells the held stock (or re-reserves it after expiry or a failed attempt: 23514 if gone) and marks the order paid; failure releases the stock (payment_failed). Idempotent per provider_ref. Errors: P0002 unknown order, 22023 amount differs from the total, 55000 order cancelled or already paid, 23505 provider_ref used for another payment.';
 COMMENT ON FUNCTION cancel_order(bigint, text) IS
-'Cancel a pending, failed or expired order, releasing any stock it holds; returns ''cancelled''. Errors: P0002 unknown order, 55000 order paid, shipped, delivered or already cancelled.';
+'Cancel a pending, failed or expired order, releasing any stock it holds; returns ''cancelled''. The reason (at most 500 characters) goes into the order''s event. Errors: P0002 unknown order, 55000 order paid, shipped, delivered or already cancelled, 22023 reason too long.';
 COMMENT ON FUNCTION ship_order(bigint) IS
 'Mark a paid order shipped; returns ''shipped''. Errors: P0002 unknown order, 55000 order not paid.';
 COMMENT ON FUNCTION deliver_order(bigint) IS
@@ -48,7 +52,7 @@ COMMENT ON FUNCTION expire_reservations(timestamp with time zone, integer) IS
 COMMENT ON FUNCTION order_timeline(bigint) IS
 'Every status change of an order, oldest first: time, status and detail. Errors: P0002 unknown order.';
 COMMENT ON FUNCTION set_hot_stock(text, integer) IS
-'Turn hot-stock mode on for a SKU with n slots per location (1..64), or off with 0: its stock is split over slot rows that concurrent buyers claim with SKIP LOCKED. Live holds move with their units. Errors: 22023 slots out of range, 23503 unknown SKU.';
+'Turn hot-stock mode on for a SKU with n slots per location (1..64), or off with 0: its stock is split over slot rows that concurrent buyers claim with SKIP LOCKED. Live holds move with their units. Waits for every transaction using the SKU''s stock to finish (the SKU row FOR UPDATE). Errors: 22023 slots out of range, 23503 unknown SKU, 55P03 lock wait over 5s.';
 
 COMMENT ON FUNCTION time_bucket(interval, timestamp with time zone) IS
 'The start of the bucket of width bucket_width holding ts, TimescaleDB semantics: buckets in UTC from origin 2000-01-03 (months: 2000-01-01); a width is months/years or days/time, positive. Errors: 22023 width <= 0 or mixing months with days or time.';
@@ -63,13 +67,13 @@ COMMENT ON FUNCTION time_bucket(interval, timestamp with time zone, interval) IS
 COMMENT ON FUNCTION time_bucket(interval, timestamp without time zone, interval) IS
 'time_bucket for timestamp with an offset: time_bucket(width, ts - offset) + offset.';
 COMMENT ON FUNCTION time_bucket(interval, timestamp with time zone, text, timestamp with time zone, interval) IS
-'time_bucket in a time zone: buckets align to local midnight and month starts in timezone, so a day bucket spanning a DST change lasts 23 or 25 hours. A NULL origin or offset means not given. Errors: 22023 unknown time zone or bad width.';
+'time_bucket in a time zone (TimescaleDB 2.28 semantics): the offset is applied in absolute time, then buckets align to local midnight and month starts in timezone, so a day bucket spanning a DST change lasts 23 or 25 hours; at a fall-back change a bucket always starts at or before its time. A NULL origin or offset means not given. Errors: 22023 unknown time zone or bad width.';
 COMMENT ON FUNCTION time_bucket(interval, date) IS
 'time_bucket for dates: fixed widths must be whole days (22023 otherwise); months as for timestamps.';
 COMMENT ON FUNCTION time_bucket(interval, date, date) IS
 'time_bucket for dates with an explicit origin date.';
 COMMENT ON FUNCTION time_bucket(interval, date, interval) IS
-'time_bucket for dates with an offset: (time_bucket(width, ts - offset) + offset)::date.';
+'time_bucket for dates with an offset: time_bucket(width, ts - offset) + offset. Like TimescaleDB, the offset must be zero or more whole days. Errors: 22023 sub-day, negative or month offset, width not whole days or months.';
 COMMENT ON FUNCTION time_bucket_series(interval, timestamp with time zone, timestamp with time zone) IS
 'Every bucket start from the bucket holding start up to the last one starting before finish (at most 1,000,000).';
 COMMENT ON FUNCTION time_bucket_series(interval, timestamp with time zone, timestamp with time zone, text) IS
@@ -81,17 +85,19 @@ COMMENT ON FUNCTION locf_step(anyelement, anyelement) IS
 COMMENT ON AGGREGATE locf(anyelement) IS
 'Last non-NULL value so far; use as locf(value) OVER (ORDER BY bucket) to carry values forward across gaps.';
 COMMENT ON FUNCTION ensure_event_partitions(interval, interval, timestamp with time zone) IS
-'Create the daily partitions of storefront.event from from_time - behind to from_time + ahead (moving matching rows out of the default partition); returns how many it created.';
+'Create the daily partitions of storefront.event from from_time - behind to from_time + ahead (moving matching rows out of the default partition); returns how many it created. Concurrent calls take turns. Errors: 22023 window negative or over 3660 days, 22008 window outside 1970 up to 3000.';
 COMMENT ON FUNCTION track_event(text, timestamp with time zone, bigint, jsonb) IS
-'Record one event (kind such as ''page_view'', time, customer or NULL, props object). Errors: 22023 bad kind or props.';
+'Record one event (kind such as ''page_view'', time from 1970 up to 3000 (UTC), customer or NULL, props object). Errors: 22023 bad kind or props, 22008 time out of range or infinite.';
 COMMENT ON FUNCTION track_events(text[], timestamp with time zone[], bigint[], jsonb[]) IS
-'Record many events in one call (arrays of equal length) through PostgreSQL''s COPY machinery; NULL times mean now(). Returns how many. Errors: 22023 arrays of different length, a bad kind, props that are not objects.';
+'Record many events in one call (arrays of equal length) through PostgreSQL''s COPY machinery; NULL times mean now(); props go in exactly as given. Returns how many. Errors: 22023 arrays of different length, a bad kind, props that are not objects; 22008 a time out of range (1970 up to 3000, UTC) or infinite.';
 COMMENT ON FUNCTION rollup_watermark(text) IS
 'The watermark of a rollup: buckets before it are materialized. Used by the real-time views.';
 COMMENT ON FUNCTION rollup_invalidate() IS
 'Internal: statement trigger on rollup sources that logs changes below a rollup watermark for re-aggregation.';
 COMMENT ON FUNCTION set_retention(text, interval) IS
-'Keep this much of ''event'' (whole daily partitions) or of a rollup (its buckets); NULL removes the policy. Errors: 42704 unknown relation, 22023 keep <= 0.';
+'Keep this much of ''event'' (whole daily partitions) or of a rollup (its buckets); NULL removes the policy. Errors: 42704 unknown relation, 22023 keep not in (0, 1000 years].';
+COMMENT ON FUNCTION rollup_bucket(interval, timestamp with time zone) IS
+'The bucket function of rollups: time_bucket(bucket_width, ts), but -infinity for a time whose bucket would start before the timestamp range, so no stored row can make a refresh fail.';
 COMMENT ON FUNCTION apply_retention(timestamp with time zone) IS
 'Drop what the retention policies call too old as of as_of: event partitions whose range ended, rollup buckets before the cutoff. Returns what it dropped per relation.';
 COMMENT ON FUNCTION run_maintenance(timestamp with time zone) IS
@@ -123,6 +129,8 @@ COMMENT ON FUNCTION app_role_functions() IS
 COMMENT ON FUNCTION analyst_role_functions() IS
 'The read-only reporting functions grant_analyst_role() grants EXECUTE on.';
 
+COMMENT ON FUNCTION notify_payload(text) IS
+'Internal: the text NOTIFY sends for an order event: the event when it is under 8000 bytes, else a stub with order_id, customer_id, seq, status and "truncated": true (the outbox keeps the whole event).';
 COMMENT ON FUNCTION relay_order_events(integer) IS
 'Send up to max_events queued order events (event_delivery = relay), oldest first, with NOTIFY storefront_order_events, and remove them from the queue; returns how many were sent. One relay per database at a time: a concurrent call returns 0. Schedule it with pg_cron, or let start_event_relay() run it. Errors: 22023 max_events < 1.';
 COMMENT ON FUNCTION start_event_relay(integer) IS
@@ -157,6 +165,8 @@ GRANT EXECUTE ON FUNCTION order_status_can_move(text, text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION seed_u(bigint, integer) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION invariant_detail(text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION max_restock_qty() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION max_price_cents() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION rollup_bucket(interval, timestamp with time zone) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
     time_bucket(interval, timestamp with time zone),
     time_bucket(interval, timestamp without time zone),

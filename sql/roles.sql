@@ -70,6 +70,9 @@ BEGIN
     IF role_name IS NULL THEN
         RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = role_name) THEN
+        RAISE EXCEPTION 'role with OID % does not exist', role_name::oid USING ERRCODE = 'undefined_object';
+    END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', '@extschema@', role_name);
     privilege := 'USAGE'; object := format('schema %I', '@extschema@');
     RETURN NEXT;
