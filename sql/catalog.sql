@@ -13,7 +13,8 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION 'product SKU "%" does not exist', coalesce(sku, 'NULL')
+    RAISE EXCEPTION 'product SKU "%" does not exist',
+        coalesce(CASE WHEN length(sku) > 64 THEN left(sku, 64) || '...' ELSE sku END, 'NULL')
         USING ERRCODE = 'foreign_key_violation',
               HINT = 'Create it with storefront.upsert_product().';
 END
@@ -187,6 +188,72 @@ BEGIN
     WHERE s.code = btrim(set_sellable.sku);
     IF NOT FOUND THEN
         PERFORM raise_unknown_sku(set_sellable.sku);
+    END IF;
+END
+$$;
+
+-- The catalog as a shop shows it: sellable SKUs with their product,
+-- category path and what is available now (all locations, hot-stock slots
+-- included), in SKU order. Keyset pagination: pass the last SKU of a page
+-- as after_sku to get the next; a search term matches the SKU code, the
+-- product name or the category path, case-insensitively.
+CREATE FUNCTION products(search text DEFAULT NULL, after_sku text DEFAULT NULL, page_size integer DEFAULT 50)
+RETURNS TABLE (sku text, product text, price_cents bigint, currency text, category text, attributes jsonb,
+               available bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_pattern text;
+BEGIN
+    IF page_size IS NULL OR page_size < 1 OR page_size > 200 THEN
+        RAISE EXCEPTION 'page size must be between 1 and 200'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The page size given was %s.', coalesce(page_size::text, 'NULL'));
+    END IF;
+    IF length(search) > 200 OR length(after_sku) > 64 THEN
+        RAISE EXCEPTION 'search term or page key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A search term has at most 200 characters, a page key (a SKU code) at most 64.';
+    END IF;
+    -- the term matches literally: escape LIKE's wildcards
+    v_pattern := '%' || replace(replace(replace(btrim(search), '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    RETURN QUERY
+        SELECT s.code, p.name, s.price_cents, s.currency::text, c.slug, s.attributes,
+               coalesce((SELECT sum(i.on_hand - i.reserved) FROM inventory i WHERE i.sku_id = s.sku_id), 0)
+               + coalesce((SELECT sum(x.on_hand - x.reserved) FROM inventory_slot x WHERE x.sku_id = s.sku_id), 0)
+        FROM sku s
+        JOIN product p ON p.product_id = s.product_id
+        LEFT JOIN category c ON c.category_id = p.category_id
+        WHERE s.sellable
+          AND (after_sku IS NULL OR s.code > after_sku)
+          AND (search IS NULL OR btrim(search) = ''
+               OR s.code ILIKE v_pattern OR p.name ILIKE v_pattern OR c.slug ILIKE v_pattern)
+        ORDER BY s.code
+        LIMIT page_size;
+END
+$$;
+
+-- One SKU as products() shows it (sellable or not).
+CREATE FUNCTION product(sku text)
+RETURNS TABLE (sku text, product text, price_cents bigint, currency text, category text, attributes jsonb,
+               available bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT s.code, p.name, s.price_cents, s.currency::text, c.slug, s.attributes,
+               coalesce((SELECT sum(i.on_hand - i.reserved) FROM inventory i WHERE i.sku_id = s.sku_id), 0)
+               + coalesce((SELECT sum(x.on_hand - x.reserved) FROM inventory_slot x WHERE x.sku_id = s.sku_id), 0)
+        FROM sku s
+        JOIN product p ON p.product_id = s.product_id
+        LEFT JOIN category c ON c.category_id = p.category_id
+        WHERE s.code = btrim(product.sku);
+    IF NOT FOUND THEN
+        PERFORM raise_unknown_sku(product.sku);
     END IF;
 END
 $$;

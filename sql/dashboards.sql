@@ -78,3 +78,17 @@ BEGIN ATOMIC
                GROUP BY 1) o ON o.b = s.b
     ORDER BY 1;
 END;
+
+-- The order pipeline at a glance, for dashboards and monitoring: live
+-- holds, events waiting for the relay (and since when), and how far the
+-- most lagging rollup's watermark is behind now.
+CREATE FUNCTION pipeline_status()
+RETURNS TABLE (pending_holds bigint, relay_queue bigint, oldest_queued_at timestamptz, rollup_lag interval)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+BEGIN ATOMIC
+    SELECT (SELECT count(*) FROM reservation r WHERE r.state = 'held'),
+           (SELECT count(*) FROM order_event_queue),
+           (SELECT min(q.queued_at) FROM order_event_queue q),
+           (SELECT max(now() - r.watermark) FILTER (WHERE r.watermark > '-infinity') FROM rollup r);
+END;

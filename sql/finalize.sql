@@ -10,6 +10,10 @@ COMMENT ON FUNCTION upsert_product(text, text, bigint, character, text, jsonb) I
 'Create or update a sellable SKU and its product (found or created by name within the category path, e.g. ''Apparel/Men/Shirts''); returns the SKU id. Errors: 22023 on a bad code, name, price, currency or attributes; 22003 price above max_price_cents().';
 COMMENT ON FUNCTION set_sellable(text, boolean) IS
 'Take a SKU off sale (false) or put it back (true); unsellable SKUs cannot be ordered. Errors: 23503 unknown SKU.';
+COMMENT ON FUNCTION products(text, text, integer) IS
+'Sellable SKUs with product, category path and units available, in SKU order: page_size rows (1..200) after after_sku (keyset pagination), matching search (SKU code, product name or category path, case-insensitive) when given. Errors: 22023 page size out of range, search over 200 or page key over 64 characters.';
+COMMENT ON FUNCTION product(text) IS
+'One SKU as products() shows it. Errors: 23503 unknown SKU.';
 COMMENT ON FUNCTION raise_unknown_sku(text) IS
 'Internal: raise the 23503 "product SKU does not exist" error shared by every function that takes a SKU code.';
 COMMENT ON FUNCTION category_for_path(text) IS
@@ -50,7 +54,13 @@ COMMENT ON FUNCTION deliver_order(bigint) IS
 COMMENT ON FUNCTION expire_reservations(timestamp with time zone, integer) IS
 'Release holds that expired by as_of (at most batch per call; pending orders move to expired); returns the number of reservations released. Orders locked by other sessions are skipped (SKIP LOCKED), so concurrent sweepers never wait on each other. Schedule it with pg_cron.';
 COMMENT ON FUNCTION order_timeline(bigint) IS
-'Every status change of an order, oldest first: time, status and detail. Errors: P0002 unknown order.';
+'Every status change of an order, oldest first: time, status and detail. Errors: P0002 unknown order, 42501 another customer''s order.';
+COMMENT ON FUNCTION order_details(bigint) IS
+'An order as its customer sees it: status, total, currency, times, the hold''s end while pending, and its lines as JSON [{line_no, sku, qty, unit_price_cents}]. Errors: P0002 unknown order, 42501 another customer''s order.';
+COMMENT ON FUNCTION order_events(bigint, integer) IS
+'The order''s status changes after seq after_seq (default all), with their seq numbers, oldest first; a listener that reconnects reads what it missed from here. Errors: P0002 unknown order, 42501 another customer''s order, 22023 after_seq < 0.';
+COMMENT ON FUNCTION order_customer(bigint) IS
+'The customer an order belongs to. Errors: P0002 unknown order.';
 COMMENT ON FUNCTION set_hot_stock(text, integer) IS
 'Turn hot-stock mode on for a SKU with n slots per location (1..64), or off with 0: its stock is split over slot rows that concurrent buyers claim with SKIP LOCKED. Live holds move with their units. Waits for every transaction using the SKU''s stock to finish (the SKU row FOR UPDATE). Errors: 22023 slots out of range, 23503 unknown SKU, 55P03 lock wait over 5s.';
 
@@ -109,6 +119,8 @@ COMMENT ON FUNCTION refresh_rollup(text, timestamp with time zone) IS
 COMMENT ON FUNCTION drop_rollup(text) IS
 'Drop a rollup (view, buckets, policy, and source triggers no other rollup needs). Errors: 42704 unknown rollup, 2BP01 a coarser rollup is built on it.';
 
+COMMENT ON FUNCTION pipeline_status() IS
+'The order pipeline at a glance: live holds, events waiting for the relay and the oldest one''s time, and how far the most lagging rollup''s watermark is behind now.';
 COMMENT ON FUNCTION dashboard_page_views(timestamp with time zone, timestamp with time zone, interval) IS
 'Grafana time series: page views per bucket (default hourly) over [from_time, to_time); empty buckets are 0.';
 COMMENT ON FUNCTION dashboard_orders(timestamp with time zone, timestamp with time zone, interval) IS
@@ -119,15 +131,37 @@ COMMENT ON FUNCTION dashboard_funnel(timestamp with time zone, timestamp with ti
 'Grafana time series: the daily funnel page views -> add to cart -> orders, with step conversion rates in percent.';
 
 COMMENT ON FUNCTION grant_app_role(regrole) IS
-'Grant an application role what it needs to run a store: USAGE on the schema and EXECUTE on the API functions listed by app_role_functions(); no table privileges. Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+'Grant an application role what it needs to act for customers: USAGE on the schema, EXECUTE on the functions listed by app_role_functions() (orders, payments, cancellation, reading orders and the catalog, accounts, events) and SELECT on the customer-facing tables (customer without password_hash), whose rows row-level security limits to the acting customer. Records the role as an app role. Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+COMMENT ON FUNCTION grant_catalog_role(regrole) IS
+'Grant a catalog role USAGE on the schema and EXECUTE on the functions listed by catalog_role_functions(): products, prices, sellability, locations, stock and hot-stock mode. Records the role as a catalog role. Idempotent; returns the privileges granted.';
+COMMENT ON FUNCTION grant_operations_role(regrole) IS
+'Grant an operations role USAGE on the schema and EXECUTE on the functions listed by operations_role_functions(): ship, deliver, cancel, expire, read any order, the event relay, maintenance, invariants and dashboards. Records the role as an operations role (it acts for every customer). Idempotent; returns the privileges granted.';
 COMMENT ON FUNCTION grant_analyst_role(regrole) IS
-'Grant a read-only analyst role USAGE on the schema, SELECT on the store''s tables (customer without password_hash) and EXECUTE on the reporting functions listed by analyst_role_functions(). Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
-COMMENT ON FUNCTION grant_functions(regrole, regprocedure[]) IS
-'Grant a role USAGE on the schema and EXECUTE on the functions given; returns the privileges granted. The building block of grant_app_role() and grant_analyst_role(). Errors: 22004 NULL role.';
+'Grant a read-only analyst role USAGE on the schema, SELECT on the store''s tables (customer without password_hash) and EXECUTE on the reporting functions listed by analyst_role_functions(). Records the role as an analyst (row-level security shows it every row). Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+COMMENT ON FUNCTION grant_functions(regrole, regprocedure[], text) IS
+'Grant a role USAGE on the schema and EXECUTE on the routines given, and record its kind (app, catalog, operations, analyst; NULL records nothing); returns the privileges granted. The building block of the grant_*_role() functions. Errors: 22004 NULL role, 42704 unknown role, 22023 unknown kind.';
+COMMENT ON FUNCTION grant_table_reads(regrole, regclass[]) IS
+'Internal: grant SELECT on the tables given (the customer table without password_hash); returns the privileges granted.';
 COMMENT ON FUNCTION app_role_functions() IS
-'The API functions grant_app_role() grants EXECUTE on.';
+'The functions grant_app_role() grants EXECUTE on.';
+COMMENT ON FUNCTION catalog_role_functions() IS
+'The functions grant_catalog_role() grants EXECUTE on.';
+COMMENT ON FUNCTION operations_role_functions() IS
+'The functions grant_operations_role() grants EXECUTE on.';
 COMMENT ON FUNCTION analyst_role_functions() IS
 'The read-only reporting functions grant_analyst_role() grants EXECUTE on.';
+COMMENT ON FUNCTION enable_row_security() IS
+'Make every application session name its customer: a role granted with grant_app_role() (and no catalog or operations role) then gets 42501 from functions acting for a customer unless storefront.customer_id is set in the transaction. Returns ''on''.';
+COMMENT ON FUNCTION disable_row_security() IS
+'Turn enable_row_security() off: application sessions may again act without naming a customer (direct reads stay limited by row-level security). Returns ''off''.';
+COMMENT ON FUNCTION sees_every_customer() IS
+'Whether the calling role is a staff role (catalog, operations or analyst), whose row-level security policies show every customer''s rows.';
+COMMENT ON FUNCTION acting_customer() IS
+'The customer this transaction acts for (the storefront.customer_id setting), or NULL. Errors: 22023 a setting that is not a customer id.';
+COMMENT ON FUNCTION check_acting_customer(bigint) IS
+'Internal: raise 42501 unless the caller may act for this customer (the acting customer, or no acting customer where the session need not name one).';
+COMMENT ON FUNCTION calling_role() IS
+'The calling role as SET ROLE (or the login) left it, which SECURITY DEFINER functions do not change.';
 
 COMMENT ON FUNCTION notify_payload(text) IS
 'Internal: the text NOTIFY sends for an order event: the event when it is under 8000 bytes, else a stub with order_id, customer_id, seq, status and "truncated": true (the outbox keeps the whole event).';
@@ -166,6 +200,8 @@ GRANT EXECUTE ON FUNCTION seed_u(bigint, integer) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION invariant_detail(text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION max_restock_qty() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION max_price_cents() TO PUBLIC;
+-- row-level security policies call these as the querying role
+GRANT EXECUTE ON FUNCTION acting_customer(), calling_role(), sees_every_customer() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION rollup_bucket(interval, timestamp with time zone) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
     time_bucket(interval, timestamp with time zone),
@@ -197,7 +233,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['category', 'product', 'sku', 'customer', 'inventory', 'inventory_slot', 'stock_movement',
                              'orders', 'order_line', 'reservation', 'payment',
                              'order_status_history', 'outbox', 'event', 'event_default',
-                             'rollup', 'rollup_invalidation', 'retention_policy'] LOOP
+                             'rollup', 'rollup_invalidation', 'retention_policy', 'role_kind', 'config'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('@extschema@.%I', t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump('@extschema@.location'::regclass, $f$WHERE code <> 'main'$f$);

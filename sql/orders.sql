@@ -1,6 +1,9 @@
--- Orders, the SQL side: real-time tracking (order_timeline) and the
--- hot-stock switch (set_hot_stock). Placement, payments and moves are in
--- Rust (extension/src/orders/).
+-- Orders, the SQL side: reading an order (order_details, order_timeline,
+-- order_events, order_customer) and the hot-stock switch (set_hot_stock).
+-- Placement, payments and moves are in Rust (extension/src/orders/).
+--
+-- The readers act for the order's customer: with storefront.customer_id
+-- set, only that customer's orders (42501 otherwise; see roles.sql).
 
 CREATE FUNCTION order_timeline(order_id bigint)
 RETURNS TABLE (at timestamptz, status text, detail jsonb)
@@ -11,15 +14,80 @@ AS $$
 DECLARE
     v_customer bigint;
 BEGIN
-    SELECT o.customer_id INTO v_customer FROM orders o WHERE o.order_id = order_timeline.order_id;
-    IF v_customer IS NULL THEN
-        RAISE EXCEPTION 'order % does not exist', coalesce(order_timeline.order_id::text, 'NULL')
-            USING ERRCODE = 'no_data_found';
-    END IF;
+    v_customer := order_customer(order_timeline.order_id);
+    PERFORM check_acting_customer(v_customer);
     RETURN QUERY
         SELECT h.at, h.status, h.detail
         FROM order_status_history h
         WHERE h.customer_id = v_customer AND h.order_id = order_timeline.order_id
+        ORDER BY h.seq;
+END
+$$;
+
+-- Whose order it is; P0002 for an unknown order. (The payment webhook of
+-- a gateway acts for this customer after it has checked the signature.)
+CREATE FUNCTION order_customer(order_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_customer bigint;
+BEGIN
+    SELECT o.customer_id INTO v_customer FROM orders o WHERE o.order_id = order_customer.order_id;
+    IF v_customer IS NULL THEN
+        RAISE EXCEPTION 'order % does not exist', coalesce(order_customer.order_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN v_customer;
+END
+$$;
+
+-- An order as a customer sees it: status, total, the hold's end (while
+-- pending) and its lines as JSON.
+CREATE FUNCTION order_details(order_id bigint)
+RETURNS TABLE (order_id bigint, customer_id bigint, status text, total_cents bigint, currency text,
+               placed_at timestamptz, updated_at timestamptz, expires_at timestamptz, lines jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+    -- P0002 for an unknown order, 42501 for another customer's
+    SELECT check_acting_customer(order_customer($1));
+    SELECT o.order_id, o.customer_id, o.status, o.total_cents, o.currency::text, o.placed_at, o.updated_at,
+           (SELECT max(r.expires_at) FROM reservation r
+            WHERE r.customer_id = o.customer_id AND r.order_id = o.order_id AND r.state = 'held'),
+           (SELECT jsonb_agg(jsonb_build_object('line_no', l.line_no, 'sku', s.code, 'qty', l.qty,
+                                                'unit_price_cents', l.unit_price_cents) ORDER BY l.line_no)
+            FROM order_line l JOIN sku s ON s.sku_id = l.sku_id
+            WHERE l.customer_id = o.customer_id AND l.order_id = o.order_id)
+    FROM orders o
+    WHERE o.order_id = $1 AND o.customer_id = order_customer($1);
+$$;
+
+-- The order's status changes after seq after_seq, with their seq numbers
+-- (which the NOTIFY payloads carry too): a listener that reconnects reads
+-- what it missed from here.
+CREATE FUNCTION order_events(order_id bigint, after_seq integer DEFAULT 0)
+RETURNS TABLE (seq integer, at timestamptz, status text, detail jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_customer bigint;
+BEGIN
+    IF after_seq IS NULL OR after_seq < 0 THEN
+        RAISE EXCEPTION 'after_seq must be zero or more'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The after_seq given was %s.', coalesce(after_seq::text, 'NULL'));
+    END IF;
+    v_customer := order_customer(order_events.order_id);
+    PERFORM check_acting_customer(v_customer);
+    RETURN QUERY
+        SELECT h.seq, h.at, h.status, h.detail
+        FROM order_status_history h
+        WHERE h.customer_id = v_customer AND h.order_id = order_events.order_id AND h.seq > after_seq
         ORDER BY h.seq;
 END
 $$;

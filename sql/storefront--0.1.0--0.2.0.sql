@@ -521,3 +521,584 @@ COMMENT ON FUNCTION notify_payload(text) IS
 REVOKE ALL ON FUNCTION @extschema@.expect_row_count(text, bigint, bigint), @extschema@.notify_payload(text),
     @extschema@.max_price_cents(), @extschema@.rollup_bucket(interval, timestamp with time zone) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.max_price_cents(), @extschema@.rollup_bucket(interval, timestamp with time zone) TO PUBLIC;
+
+-- ------------------------------------------------------------ roles --
+-- Four kinds of role instead of one: app (acts for one customer at a
+-- time), catalog, operations, analyst, each set up by its grant function,
+-- which also records the role's kind. The app role no longer gets the
+-- catalog or operations functions (upsert_product, set_sellable, restock,
+-- ship_order, deliver_order, expire_reservations): an application could
+-- reprice, restock and expire every pending order. The acting customer is
+-- set per transaction (storefront.customer_id); row-level security on the
+-- customer-facing tables shows an app role that customer's rows only.
+
+-- The acting customer and the calling role, from the library.
+CREATE  FUNCTION "acting_customer"() RETURNS bigint /* Result < Option < i64 > , ErrorReport > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'acting_customer_wrapper';
+CREATE  FUNCTION "calling_role"() RETURNS oid /* pg_sys :: Oid */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'calling_role_wrapper';
+CREATE  FUNCTION "check_acting_customer"(
+	"customer_id" bigint /* Option < i64 > */
+) RETURNS VOID /* Result < (), ErrorReport > */
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_acting_customer_wrapper';
+
+CREATE TABLE role_kind (
+    role_name name NOT NULL,
+    kind      text NOT NULL CHECK (kind IN ('app', 'catalog', 'operations', 'analyst')),
+    PRIMARY KEY (role_name, kind)
+);
+COMMENT ON TABLE role_kind IS 'The kind of each role set up with the grant_*_role() functions: app, catalog, operations or analyst.';
+
+-- Store-wide switches set by provided functions (a missing row is off).
+CREATE TABLE config (
+    name  text PRIMARY KEY CHECK (name IN ('row_security')),
+    value text NOT NULL CHECK (value IN ('on', 'off'))
+);
+COMMENT ON TABLE config IS 'Store-wide switches: row_security (see enable_row_security()).';
+
+CREATE FUNCTION sees_every_customer()
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM @extschema@.role_kind k JOIN pg_roles r ON r.rolname = k.role_name
+        WHERE k.kind IN ('catalog', 'operations', 'analyst')
+          AND pg_has_role(@extschema@.calling_role(), r.oid, 'MEMBER'))
+$$;
+
+ALTER TABLE customer ENABLE ROW LEVEL SECURITY;
+ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
+ALTER TABLE order_line ENABLE ROW LEVEL SECURITY;
+ALTER TABLE reservation ENABLE ROW LEVEL SECURITY;
+ALTER TABLE payment ENABLE ROW LEVEL SECURITY;
+ALTER TABLE order_status_history ENABLE ROW LEVEL SECURITY;
+ALTER TABLE outbox ENABLE ROW LEVEL SECURITY;
+CREATE POLICY customer_rows ON customer FOR SELECT
+    USING (customer_id = (SELECT @extschema@.acting_customer()) OR (SELECT @extschema@.sees_every_customer()));
+CREATE POLICY customer_rows ON orders FOR SELECT
+    USING (customer_id = (SELECT @extschema@.acting_customer()) OR (SELECT @extschema@.sees_every_customer()));
+CREATE POLICY customer_rows ON order_line FOR SELECT
+    USING (customer_id = (SELECT @extschema@.acting_customer()) OR (SELECT @extschema@.sees_every_customer()));
+CREATE POLICY customer_rows ON reservation FOR SELECT
+    USING (customer_id = (SELECT @extschema@.acting_customer()) OR (SELECT @extschema@.sees_every_customer()));
+CREATE POLICY customer_rows ON payment FOR SELECT
+    USING (customer_id = (SELECT @extschema@.acting_customer()) OR (SELECT @extschema@.sees_every_customer()));
+CREATE POLICY customer_rows ON order_status_history FOR SELECT
+    USING (customer_id = (SELECT @extschema@.acting_customer()) OR (SELECT @extschema@.sees_every_customer()));
+CREATE POLICY customer_rows ON outbox FOR SELECT
+    USING (customer_id = (SELECT @extschema@.acting_customer()) OR (SELECT @extschema@.sees_every_customer()));
+
+CREATE OR REPLACE FUNCTION app_role_functions()
+RETURNS regprocedure[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY[
+        '@extschema@.register_customer(text, text, text)',
+        '@extschema@.authenticate(text, text)',
+        '@extschema@.products(text, text, integer)',
+        '@extschema@.product(text)',
+        '@extschema@.stock(text)',
+        '@extschema@.place_order(bigint, jsonb, text, interval)',
+        '@extschema@.record_payment(bigint, bigint, boolean, text)',
+        '@extschema@.cancel_order(bigint, text)',
+        '@extschema@.order_details(bigint)',
+        '@extschema@.order_timeline(bigint)',
+        '@extschema@.order_events(bigint, integer)',
+        '@extschema@.order_customer(bigint)',
+        '@extschema@.track_event(text, timestamp with time zone, bigint, jsonb)',
+        '@extschema@.track_events(text[], timestamp with time zone[], bigint[], jsonb[])'
+    ]::text[]::regprocedure[]
+$$;
+
+CREATE FUNCTION catalog_role_functions()
+RETURNS regprocedure[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY[
+        '@extschema@.upsert_product(text, text, bigint, character, text, jsonb)',
+        '@extschema@.set_sellable(text, boolean)',
+        '@extschema@.restock(text, integer, text)',
+        '@extschema@.add_location(text, text)',
+        '@extschema@.set_hot_stock(text, integer)',
+        '@extschema@.stock(text)',
+        '@extschema@.products(text, text, integer)',
+        '@extschema@.product(text)'
+    ]::text[]::regprocedure[]
+$$;
+
+CREATE FUNCTION operations_role_functions()
+RETURNS regprocedure[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY[
+        '@extschema@.ship_order(bigint)',
+        '@extschema@.deliver_order(bigint)',
+        '@extschema@.cancel_order(bigint, text)',
+        '@extschema@.expire_reservations(timestamp with time zone, integer)',
+        '@extschema@.order_details(bigint)',
+        '@extschema@.order_timeline(bigint)',
+        '@extschema@.order_events(bigint, integer)',
+        '@extschema@.order_customer(bigint)',
+        '@extschema@.stock(text)',
+        '@extschema@.products(text, text, integer)',
+        '@extschema@.product(text)',
+        '@extschema@.check_invariants()',
+        '@extschema@.relay_order_events(integer)',
+        '@extschema@.start_event_relay(integer)',
+        '@extschema@.stop_event_relay()',
+        '@extschema@.event_relay_status()',
+        '@extschema@.pipeline_status()',
+        '@extschema@.run_maintenance(timestamp with time zone)',
+        '@extschema@.ensure_event_partitions(interval, interval, timestamp with time zone)',
+        '@extschema@.refresh_rollup(text, timestamp with time zone)',
+        '@extschema@.apply_retention(timestamp with time zone)',
+        '@extschema@.rollup_watermark(text)',
+        '@extschema@.dashboard_page_views(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_orders(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_revenue(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_funnel(timestamp with time zone, timestamp with time zone)'
+    ]::text[]::regprocedure[]
+$$;
+
+CREATE OR REPLACE FUNCTION analyst_role_functions()
+RETURNS regprocedure[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY[
+        '@extschema@.stock(text)',
+        '@extschema@.products(text, text, integer)',
+        '@extschema@.product(text)',
+        '@extschema@.order_timeline(bigint)',
+        '@extschema@.check_invariants()',
+        '@extschema@.pipeline_status()',
+        '@extschema@.rollup_watermark(text)',
+        '@extschema@.dashboard_page_views(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_orders(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_revenue(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_funnel(timestamp with time zone, timestamp with time zone)'
+    ]::text[]::regprocedure[]
+$$;
+
+-- grant_functions() takes the role kind to record: a new signature
+DROP FUNCTION grant_functions(regrole, regprocedure[]);
+CREATE FUNCTION grant_functions(role_name regrole, functions regprocedure[], kind text DEFAULT NULL)
+RETURNS TABLE (privilege text, object text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    f regprocedure;
+BEGIN
+    IF role_name IS NULL THEN
+        RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = role_name) THEN
+        RAISE EXCEPTION 'role with OID % does not exist', role_name::oid USING ERRCODE = 'undefined_object';
+    END IF;
+    IF kind IS NOT NULL THEN
+        IF kind NOT IN ('app', 'catalog', 'operations', 'analyst') THEN
+            RAISE EXCEPTION 'unknown role kind "%"', kind
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A role kind is app, catalog, operations or analyst.';
+        END IF;
+        INSERT INTO @extschema@.role_kind AS k (role_name, kind)
+        SELECT r.rolname, grant_functions.kind FROM pg_roles r WHERE r.oid = role_name
+        ON CONFLICT DO NOTHING;
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %s', '@extschema@', role_name);
+    privilege := 'USAGE'; object := format('schema %I', '@extschema@');
+    RETURN NEXT;
+    FOREACH f IN ARRAY coalesce(functions, '{}') LOOP
+        IF f IS NULL THEN
+            CONTINUE;
+        END IF;
+        EXECUTE format('GRANT EXECUTE ON ROUTINE %s TO %s', f, role_name);
+        privilege := 'EXECUTE'; object := format('function %s', f);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION grant_table_reads(role_name regrole, tables regclass[])
+RETURNS TABLE (privilege text, object text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+    cols text;
+BEGIN
+    IF role_name IS NULL THEN
+        RAISE EXCEPTION 'role_name must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.oid = role_name) THEN
+        RAISE EXCEPTION 'role with OID % does not exist', role_name::oid USING ERRCODE = 'undefined_object';
+    END IF;
+    FOREACH t IN ARRAY coalesce(tables, '{}') LOOP
+        IF t IS NULL THEN
+            CONTINUE;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t) THEN
+            RAISE EXCEPTION 'relation with OID % does not exist', t::oid USING ERRCODE = 'undefined_table';
+        END IF;
+        IF t = '@extschema@.customer'::regclass THEN
+            SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+            FROM pg_attribute a
+            WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> 'password_hash';
+            EXECUTE format('GRANT SELECT (%s) ON TABLE %s TO %s', cols, t, role_name);
+            privilege := 'SELECT'; object := format('table %s (%s)', t, cols);
+        ELSE
+            EXECUTE format('GRANT SELECT ON TABLE %s TO %s', t, role_name);
+            privilege := 'SELECT'; object := format('table %s', t);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION grant_app_role(role_name regrole)
+RETURNS TABLE (privilege text, object text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.privilege, g.object
+    FROM @extschema@.grant_functions(role_name, @extschema@.app_role_functions(), 'app') g
+    UNION ALL
+    SELECT g.privilege, g.object
+    FROM @extschema@.grant_table_reads(role_name, ARRAY[
+             '@extschema@.customer', '@extschema@.orders', '@extschema@.order_line',
+             '@extschema@.payment', '@extschema@.order_status_history']::regclass[]) g
+$$;
+
+CREATE FUNCTION grant_catalog_role(role_name regrole)
+RETURNS TABLE (privilege text, object text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.privilege, g.object
+    FROM @extschema@.grant_functions(role_name, @extschema@.catalog_role_functions(), 'catalog') g
+$$;
+
+CREATE FUNCTION grant_operations_role(role_name regrole)
+RETURNS TABLE (privilege text, object text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT g.privilege, g.object
+    FROM @extschema@.grant_functions(role_name, @extschema@.operations_role_functions(), 'operations') g
+$$;
+
+CREATE OR REPLACE FUNCTION grant_analyst_role(role_name regrole)
+RETURNS TABLE (privilege text, object text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT g.privilege, g.object
+                 FROM @extschema@.grant_functions(role_name, @extschema@.analyst_role_functions(), 'analyst') g;
+    -- every table the extension owns (partitions are read through their
+    -- parent); the customer table without password_hash
+    RETURN QUERY SELECT g.privilege, g.object
+                 FROM @extschema@.grant_table_reads(role_name, ARRAY(
+                     SELECT c.oid::regclass
+                     FROM pg_class c
+                     JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+                     JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'storefront'
+                     WHERE c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
+                       AND c.relnamespace = '@extschema@'::regnamespace
+                       AND c.relname NOT IN ('role_kind', 'config')
+                     ORDER BY c.relname)) g;
+END
+$$;
+
+CREATE FUNCTION enable_row_security()
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO @extschema@.config AS c (name, value) VALUES ('row_security', 'on')
+    ON CONFLICT (name) DO UPDATE SET value = excluded.value
+    RETURNING c.value
+$$;
+
+CREATE FUNCTION disable_row_security()
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO @extschema@.config AS c (name, value) VALUES ('row_security', 'off')
+    ON CONFLICT (name) DO UPDATE SET value = excluded.value
+    RETURNING c.value
+$$;
+
+-- Roles granted by 0.1.0's functions are recorded with the kind those
+-- functions gave them: an analyst keeps reading every row under row-level
+-- security; an app role keeps acting without naming its customer until
+-- enable_row_security(). Privileges are left as they are: a NOTICE names
+-- each app role that still holds catalog or operations functions (run
+-- grant_catalog_role or grant_operations_role for roles meant to have
+-- them, REVOKE for the others).
+DO $$
+DECLARE
+    app record;
+BEGIN
+    -- granted directly (not through predefined roles such as pg_read_all_data)
+    INSERT INTO @extschema@.role_kind (role_name, kind)
+    SELECT r.rolname, 'analyst'
+    FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a, pg_catalog.pg_roles r
+    WHERE c.oid = '@extschema@.orders'::regclass AND a.privilege_type = 'SELECT'
+      AND r.oid = a.grantee AND NOT r.rolsuper AND r.oid <> c.relowner
+    ON CONFLICT DO NOTHING;
+    INSERT INTO @extschema@.role_kind (role_name, kind)
+    SELECT r.rolname, 'app'
+    FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a, pg_catalog.pg_roles r
+    WHERE p.oid = '@extschema@.place_order(bigint, jsonb, text, interval)'::regprocedure
+      AND a.privilege_type = 'EXECUTE' AND r.oid = a.grantee AND NOT r.rolsuper AND r.oid <> p.proowner
+      AND NOT EXISTS (SELECT 1 FROM @extschema@.role_kind k WHERE k.role_name = r.rolname)
+    ON CONFLICT DO NOTHING;
+    FOR app IN
+        SELECT k.role_name FROM @extschema@.role_kind k
+        WHERE k.kind = 'app'
+          AND pg_catalog.has_function_privilege(k.role_name::regrole::oid,
+                                                '@extschema@.upsert_product(text, text, bigint, character, text, jsonb)', 'EXECUTE')
+    LOOP
+        RAISE NOTICE 'role % can still reprice, restock, ship and expire orders (granted by 0.1.0''s grant_app_role)', app.role_name
+            USING HINT = 'Grant it the catalog or operations role it needs, and REVOKE the rest.';
+    END LOOP;
+END
+$$;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.role_kind', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.config', '');
+
+-- ---------------------------------------------------------- reading --
+-- Reads for a shop's front end: the catalog with keyset pagination, one
+-- product, an order with its lines, its events by seq, whose order it is,
+-- and the pipeline at a glance. The readers of an order act for its
+-- customer, and so does order_timeline() now.
+CREATE OR REPLACE FUNCTION raise_unknown_sku(sku text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'product SKU "%" does not exist',
+        coalesce(CASE WHEN length(sku) > 64 THEN left(sku, 64) || '...' ELSE sku END, 'NULL')
+        USING ERRCODE = 'foreign_key_violation',
+              HINT = 'Create it with storefront.upsert_product().';
+END
+$$;
+
+CREATE FUNCTION products(search text DEFAULT NULL, after_sku text DEFAULT NULL, page_size integer DEFAULT 50)
+RETURNS TABLE (sku text, product text, price_cents bigint, currency text, category text, attributes jsonb,
+               available bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_pattern text;
+BEGIN
+    IF page_size IS NULL OR page_size < 1 OR page_size > 200 THEN
+        RAISE EXCEPTION 'page size must be between 1 and 200'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The page size given was %s.', coalesce(page_size::text, 'NULL'));
+    END IF;
+    IF length(search) > 200 OR length(after_sku) > 64 THEN
+        RAISE EXCEPTION 'search term or page key is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A search term has at most 200 characters, a page key (a SKU code) at most 64.';
+    END IF;
+    -- the term matches literally: escape LIKE's wildcards
+    v_pattern := '%' || replace(replace(replace(btrim(search), '\', '\\'), '%', '\%'), '_', '\_') || '%';
+    RETURN QUERY
+        SELECT s.code, p.name, s.price_cents, s.currency::text, c.slug, s.attributes,
+               coalesce((SELECT sum(i.on_hand - i.reserved) FROM inventory i WHERE i.sku_id = s.sku_id), 0)
+               + coalesce((SELECT sum(x.on_hand - x.reserved) FROM inventory_slot x WHERE x.sku_id = s.sku_id), 0)
+        FROM sku s
+        JOIN product p ON p.product_id = s.product_id
+        LEFT JOIN category c ON c.category_id = p.category_id
+        WHERE s.sellable
+          AND (after_sku IS NULL OR s.code > after_sku)
+          AND (search IS NULL OR btrim(search) = ''
+               OR s.code ILIKE v_pattern OR p.name ILIKE v_pattern OR c.slug ILIKE v_pattern)
+        ORDER BY s.code
+        LIMIT page_size;
+END
+$$;
+
+CREATE FUNCTION product(sku text)
+RETURNS TABLE (sku text, product text, price_cents bigint, currency text, category text, attributes jsonb,
+               available bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+        SELECT s.code, p.name, s.price_cents, s.currency::text, c.slug, s.attributes,
+               coalesce((SELECT sum(i.on_hand - i.reserved) FROM inventory i WHERE i.sku_id = s.sku_id), 0)
+               + coalesce((SELECT sum(x.on_hand - x.reserved) FROM inventory_slot x WHERE x.sku_id = s.sku_id), 0)
+        FROM sku s
+        JOIN product p ON p.product_id = s.product_id
+        LEFT JOIN category c ON c.category_id = p.category_id
+        WHERE s.code = btrim(product.sku);
+    IF NOT FOUND THEN
+        PERFORM raise_unknown_sku(product.sku);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION order_customer(order_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_customer bigint;
+BEGIN
+    SELECT o.customer_id INTO v_customer FROM orders o WHERE o.order_id = order_customer.order_id;
+    IF v_customer IS NULL THEN
+        RAISE EXCEPTION 'order % does not exist', coalesce(order_customer.order_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN v_customer;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION order_timeline(order_id bigint)
+RETURNS TABLE (at timestamptz, status text, detail jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_customer bigint;
+BEGIN
+    v_customer := order_customer(order_timeline.order_id);
+    PERFORM check_acting_customer(v_customer);
+    RETURN QUERY
+        SELECT h.at, h.status, h.detail
+        FROM order_status_history h
+        WHERE h.customer_id = v_customer AND h.order_id = order_timeline.order_id
+        ORDER BY h.seq;
+END
+$$;
+
+CREATE FUNCTION order_details(order_id bigint)
+RETURNS TABLE (order_id bigint, customer_id bigint, status text, total_cents bigint, currency text,
+               placed_at timestamptz, updated_at timestamptz, expires_at timestamptz, lines jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+    -- P0002 for an unknown order, 42501 for another customer's
+    SELECT check_acting_customer(order_customer($1));
+    SELECT o.order_id, o.customer_id, o.status, o.total_cents, o.currency::text, o.placed_at, o.updated_at,
+           (SELECT max(r.expires_at) FROM reservation r
+            WHERE r.customer_id = o.customer_id AND r.order_id = o.order_id AND r.state = 'held'),
+           (SELECT jsonb_agg(jsonb_build_object('line_no', l.line_no, 'sku', s.code, 'qty', l.qty,
+                                                'unit_price_cents', l.unit_price_cents) ORDER BY l.line_no)
+            FROM order_line l JOIN sku s ON s.sku_id = l.sku_id
+            WHERE l.customer_id = o.customer_id AND l.order_id = o.order_id)
+    FROM orders o
+    WHERE o.order_id = $1 AND o.customer_id = order_customer($1);
+$$;
+
+CREATE FUNCTION order_events(order_id bigint, after_seq integer DEFAULT 0)
+RETURNS TABLE (seq integer, at timestamptz, status text, detail jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_customer bigint;
+BEGIN
+    IF after_seq IS NULL OR after_seq < 0 THEN
+        RAISE EXCEPTION 'after_seq must be zero or more'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The after_seq given was %s.', coalesce(after_seq::text, 'NULL'));
+    END IF;
+    v_customer := order_customer(order_events.order_id);
+    PERFORM check_acting_customer(v_customer);
+    RETURN QUERY
+        SELECT h.seq, h.at, h.status, h.detail
+        FROM order_status_history h
+        WHERE h.customer_id = v_customer AND h.order_id = order_events.order_id AND h.seq > after_seq
+        ORDER BY h.seq;
+END
+$$;
+
+CREATE FUNCTION pipeline_status()
+RETURNS TABLE (pending_holds bigint, relay_queue bigint, oldest_queued_at timestamptz, rollup_lag interval)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+BEGIN ATOMIC
+    SELECT (SELECT count(*) FROM reservation r WHERE r.state = 'held'),
+           (SELECT count(*) FROM order_event_queue),
+           (SELECT min(q.queued_at) FROM order_event_queue q),
+           (SELECT max(now() - r.watermark) FILTER (WHERE r.watermark > '-infinity') FROM rollup r);
+END;
+
+COMMENT ON FUNCTION grant_app_role(regrole) IS
+'Grant an application role what it needs to act for customers: USAGE on the schema, EXECUTE on the functions listed by app_role_functions() (orders, payments, cancellation, reading orders and the catalog, accounts, events) and SELECT on the customer-facing tables (customer without password_hash), whose rows row-level security limits to the acting customer. Records the role as an app role. Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+COMMENT ON FUNCTION grant_catalog_role(regrole) IS
+'Grant a catalog role USAGE on the schema and EXECUTE on the functions listed by catalog_role_functions(): products, prices, sellability, locations, stock and hot-stock mode. Records the role as a catalog role. Idempotent; returns the privileges granted.';
+COMMENT ON FUNCTION grant_operations_role(regrole) IS
+'Grant an operations role USAGE on the schema and EXECUTE on the functions listed by operations_role_functions(): ship, deliver, cancel, expire, read any order, the event relay, maintenance, invariants and dashboards. Records the role as an operations role (it acts for every customer). Idempotent; returns the privileges granted.';
+COMMENT ON FUNCTION grant_analyst_role(regrole) IS
+'Grant a read-only analyst role USAGE on the schema, SELECT on the store''s tables (customer without password_hash) and EXECUTE on the reporting functions listed by analyst_role_functions(). Records the role as an analyst (row-level security shows it every row). Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
+COMMENT ON FUNCTION grant_functions(regrole, regprocedure[], text) IS
+'Grant a role USAGE on the schema and EXECUTE on the routines given, and record its kind (app, catalog, operations, analyst; NULL records nothing); returns the privileges granted. The building block of the grant_*_role() functions. Errors: 22004 NULL role, 42704 unknown role, 22023 unknown kind.';
+COMMENT ON FUNCTION grant_table_reads(regrole, regclass[]) IS
+'Internal: grant SELECT on the tables given (the customer table without password_hash); returns the privileges granted.';
+COMMENT ON FUNCTION app_role_functions() IS
+'The functions grant_app_role() grants EXECUTE on.';
+COMMENT ON FUNCTION catalog_role_functions() IS
+'The functions grant_catalog_role() grants EXECUTE on.';
+COMMENT ON FUNCTION operations_role_functions() IS
+'The functions grant_operations_role() grants EXECUTE on.';
+COMMENT ON FUNCTION enable_row_security() IS
+'Make every application session name its customer: a role granted with grant_app_role() (and no catalog or operations role) then gets 42501 from functions acting for a customer unless storefront.customer_id is set in the transaction. Returns ''on''.';
+COMMENT ON FUNCTION disable_row_security() IS
+'Turn enable_row_security() off: application sessions may again act without naming a customer (direct reads stay limited by row-level security). Returns ''off''.';
+COMMENT ON FUNCTION sees_every_customer() IS
+'Whether the calling role is a staff role (catalog, operations or analyst), whose row-level security policies show every customer''s rows.';
+COMMENT ON FUNCTION acting_customer() IS
+'The customer this transaction acts for (the storefront.customer_id setting), or NULL. Errors: 22023 a setting that is not a customer id.';
+COMMENT ON FUNCTION check_acting_customer(bigint) IS
+'Internal: raise 42501 unless the caller may act for this customer (the acting customer, or no acting customer where the session need not name one).';
+COMMENT ON FUNCTION calling_role() IS
+'The calling role as SET ROLE (or the login) left it, which SECURITY DEFINER functions do not change.';
+COMMENT ON FUNCTION products(text, text, integer) IS
+'Sellable SKUs with product, category path and units available, in SKU order: page_size rows (1..200) after after_sku (keyset pagination), matching search (SKU code, product name or category path, case-insensitive) when given. Errors: 22023 page size out of range, search over 200 or page key over 64 characters.';
+COMMENT ON FUNCTION product(text) IS
+'One SKU as products() shows it. Errors: 23503 unknown SKU.';
+COMMENT ON FUNCTION order_details(bigint) IS
+'An order as its customer sees it: status, total, currency, times, the hold''s end while pending, and its lines as JSON [{line_no, sku, qty, unit_price_cents}]. Errors: P0002 unknown order, 42501 another customer''s order.';
+COMMENT ON FUNCTION order_events(bigint, integer) IS
+'The order''s status changes after seq after_seq (default all), with their seq numbers, oldest first; a listener that reconnects reads what it missed from here. Errors: P0002 unknown order, 42501 another customer''s order, 22023 after_seq < 0.';
+COMMENT ON FUNCTION order_customer(bigint) IS
+'The customer an order belongs to. Errors: P0002 unknown order.';
+COMMENT ON FUNCTION order_timeline(bigint) IS
+'Every status change of an order, oldest first: time, status and detail. Errors: P0002 unknown order, 42501 another customer''s order.';
+COMMENT ON FUNCTION pipeline_status() IS
+'The order pipeline at a glance: live holds, events waiting for the relay and the oldest one''s time, and how far the most lagging rollup''s watermark is behind now.';
+REVOKE ALL ON FUNCTION acting_customer(), calling_role(), check_acting_customer(bigint), sees_every_customer(),
+    catalog_role_functions(), operations_role_functions(), grant_functions(regrole, regprocedure[], text),
+    grant_table_reads(regrole, regclass[]), grant_catalog_role(regrole), grant_operations_role(regrole),
+    enable_row_security(), disable_row_security(), products(text, text, integer), product(text),
+    order_details(bigint), order_events(bigint, integer), order_customer(bigint), pipeline_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION acting_customer(), calling_role(), sees_every_customer() TO PUBLIC;
+REVOKE ALL ON TABLE role_kind, config FROM PUBLIC;

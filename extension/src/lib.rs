@@ -15,6 +15,7 @@ pub mod inventory;
 pub mod args;
 pub mod orders;
 pub mod relay;
+pub mod roles;
 pub mod schema;
 pub mod spi_util;
 pub mod timeseries;
@@ -32,10 +33,14 @@ extension_sql_file!("../../sql/rollups.sql", name = "rollups", requires = ["sche
 extension_sql_file!(
     "../../sql/dashboards.sql",
     name = "dashboards",
-    requires = ["schema", "events", "timeseries", timeseries::time_bucket_series]
+    requires = ["schema", "events", "timeseries", "relay", "rollups", timeseries::time_bucket_series]
 );
 extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory", "events"]);
-extension_sql_file!("../../sql/roles.sql", name = "roles", requires = ["schema"]);
+extension_sql_file!(
+    "../../sql/roles.sql",
+    name = "roles",
+    requires = ["schema", "catalog", "orders", "dashboards", roles::acting_customer, roles::calling_role]
+);
 // Comments, privileges and pg_dump registration for everything above.
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 
@@ -43,6 +48,10 @@ extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     relay::init();
+    roles::init();
+    // settings named storefront.* that are not ours are typos: say so
+    // SAFETY: called once, while the library loads
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"storefront".as_ptr()) };
 }
 
 /// Required by `cargo pgrx test`.

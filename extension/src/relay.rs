@@ -43,8 +43,6 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
-    // settings named storefront.* that are not ours are typos: say so
-    unsafe { pg_sys::MarkGUCPrefixReserved(c"storefront".as_ptr()) };
 }
 
 /// The delivery mode in effect for this call.

@@ -183,11 +183,12 @@ pub fn psql(db: &str, script: &str) -> (bool, String) {
 /// privileges; member functions with their whole definitions and
 /// privileges; types, sequences, schemas; comments on all of them; the
 /// tables registered for pg_dump. Object ids and run-time objects (event
-/// partitions, rollups) are left out. A fresh install and an upgraded one
-/// must give the same lines.
+/// partitions, rollups) are left out, and so are privileges granted to
+/// roles other than PUBLIC and the object's owner (the DBA's grants).
+/// A fresh install and an upgraded one must give the same lines.
 pub async fn schema_fingerprint(pool: &PgPool) -> Vec<String> {
     let sql = r#"
-WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'storefront'),
+WITH ext AS (SELECT oid, extowner FROM pg_extension WHERE extname = 'storefront'),
 members AS (
     SELECT d.classid, d.objid FROM pg_depend d, ext
     WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'),
@@ -195,7 +196,10 @@ rels AS (SELECT c.* FROM pg_class c JOIN members m ON m.classid = 'pg_class'::re
 procs AS (SELECT p.* FROM pg_proc p JOIN members m ON m.classid = 'pg_proc'::regclass AND m.objid = p.oid),
 lines AS (
     SELECT format('relation %s kind=%s persistence=%s options=%s acl=%s rls=%s force_rls=%s',
-                  r.oid::regclass, r.relkind, r.relpersistence, r.reloptions, r.relacl,
+                  r.oid::regclass, r.relkind, r.relpersistence, r.reloptions,
+                  (SELECT array_agg(format('%s=%s', CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE 'owner' END, a.privilege_type)
+                                    ORDER BY 1)
+                   FROM aclexplode(r.relacl) a WHERE a.grantee IN (0, r.relowner)),
                   r.relrowsecurity, r.relforcerowsecurity) AS line
     FROM rels r
     UNION ALL
@@ -204,7 +208,10 @@ lines AS (
                   row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum), a.attname,
                   format_type(a.atttypid, a.atttypmod), a.attnotnull,
                   pg_get_expr(ad.adbin, ad.adrelid), a.attidentity, a.attgenerated,
-                  a.attcollation::regcollation, a.attacl)
+                  a.attcollation::regcollation,
+                  (SELECT array_agg(format('%s=%s', CASE x.grantee WHEN 0 THEN 'PUBLIC' ELSE 'owner' END, x.privilege_type)
+                                    ORDER BY 1)
+                   FROM aclexplode(a.attacl) x WHERE x.grantee IN (0, r.relowner)))
     FROM pg_attribute a JOIN rels r ON r.oid = a.attrelid
     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     WHERE a.attnum > 0 AND NOT a.attisdropped
@@ -231,7 +238,10 @@ lines AS (
                   format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle)
     FROM pg_sequence s JOIN rels r ON r.oid = s.seqrelid
     UNION ALL
-    SELECT format('function %s kind=%s acl=%s %s', p.oid::regprocedure, p.prokind, p.proacl,
+    SELECT format('function %s kind=%s acl=%s %s', p.oid::regprocedure, p.prokind,
+                  (SELECT array_agg(format('%s=%s', CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE 'owner' END, a.privilege_type)
+                                    ORDER BY 1)
+                   FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE a.grantee IN (0, p.proowner)),
                   CASE WHEN p.prokind = 'a' THEN
                       (SELECT format('aggregate sfunc=%s stype=%s', a.aggtransfn, format_type(a.aggtranstype, NULL))
                        FROM pg_aggregate a WHERE a.aggfnoid = p.oid)
@@ -243,7 +253,10 @@ lines AS (
                    FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0))
     FROM pg_type t JOIN members m ON m.classid = 'pg_type'::regclass AND m.objid = t.oid
     UNION ALL
-    SELECT format('schema %s acl=%s', n.nspname, n.nspacl)
+    SELECT format('schema %s acl=%s', n.nspname,
+                  (SELECT array_agg(format('%s=%s', CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE 'owner' END, a.privilege_type)
+                                    ORDER BY 1)
+                   FROM aclexplode(n.nspacl) a WHERE a.grantee IN (0, n.nspowner)))
     FROM pg_namespace n JOIN members m ON m.classid = 'pg_namespace'::regclass AND m.objid = n.oid
     UNION ALL
     SELECT format('member %s', pg_describe_object(m.classid, m.objid, 0)) FROM members m

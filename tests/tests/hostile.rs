@@ -175,6 +175,16 @@ fn hostile(ty: &str) -> Option<Vec<String>> {
             .into_iter()
             .map(String::from)
             .collect(),
+        "regclass[]" => vec![
+            "NULL",
+            "'{}'::regclass[]",
+            "ARRAY[NULL::regclass]",
+            "ARRAY['pg_catalog.pg_authid'::regclass]",
+            "ARRAY[0::oid::regclass]",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
         "regprocedure[]" => vec![
             "NULL",
             "'{}'::regprocedure[]",
@@ -251,6 +261,12 @@ fn sane(func: &str, arg: &str, ty: &str, n: usize) -> String {
         (_, "role_name") => Some("'sf_hostile_role'::regrole".into()),
         (_, "functions") => Some("'{}'::regprocedure[]".into()),
         (_, "scale") => Some("0".into()),
+        (_, "search") => Some("'tee'".into()),
+        (_, "after_sku") => Some("NULL".into()),
+        (_, "page_size") => Some("50".into()),
+        (_, "after_seq") => Some("0".into()),
+        ("grant_functions", "kind") => Some("NULL".into()),
+        (_, "tables") => Some("ARRAY['storefront.orders'::regclass]".into()),
         _ => None,
     };
     if let Some(v) = by_name {

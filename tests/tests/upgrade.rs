@@ -139,6 +139,14 @@ async fn upgrade_from(kit: &Kit, from: &str, to: &str) {
     )
     .await
     .expect("demo data and run-time objects on the released version");
+    // roles set up by the released version's grant functions
+    old.execute(
+        "CREATE ROLE upgrade_app NOLOGIN; CREATE ROLE upgrade_analyst NOLOGIN;
+         SELECT * FROM storefront.grant_app_role('upgrade_app');
+         SELECT * FROM storefront.grant_analyst_role('upgrade_analyst');",
+    )
+    .await
+    .expect("roles on the released version");
     assert_invariants(&old).await;
     let columns = table_columns(&old).await;
     let before = row_digest(&old, None).await;
@@ -163,6 +171,21 @@ async fn upgrade_from(kit: &Kit, from: &str, to: &str) {
         assert_eq!(after.get(table), Some(was), "rows of {table} changed in the upgrade from {from}");
     }
     assert_invariants(&upgraded).await;
+
+    // the released version's roles keep working under row-level security
+    let kinds: Vec<(String, String)> =
+        sqlx::query_as("SELECT role_name::text, kind FROM storefront.role_kind ORDER BY 1").fetch_all(&upgraded).await.unwrap();
+    assert_eq!(
+        kinds,
+        [("upgrade_analyst".to_string(), "analyst".to_string()), ("upgrade_app".to_string(), "app".to_string())]
+    );
+    let mut analyst = upgraded.acquire().await.unwrap();
+    analyst.execute("SET ROLE upgrade_analyst").await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.orders").fetch_one(&mut *analyst).await.unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.orders").fetch_one(&upgraded).await.unwrap();
+    assert_eq!(seen, all, "an analyst of the released version sees every order after the upgrade");
+    analyst.execute("RESET ROLE").await.unwrap();
+    drop(analyst);
 
     // the same schema as a fresh install
     let fresh = pool("fresh").await;

@@ -310,6 +310,7 @@ pub fn record_payment(
     }
     Spi::connect_mut(|client| {
         let order = lock_order(client, order_id)?;
+        crate::roles::check_in(client, order.customer_id)?;
         // idempotent per provider reference
         let p = plan(client, FIND_PAYMENT, &[T::INT8OID, T::TEXTOID])?;
         let t = client.update(&*p, Some(1), &[order.customer_id.into(), provider_ref.as_str().into()])?;
@@ -408,6 +409,7 @@ pub fn move_order(order_id: Option<i64>, to: Status, reason: Option<&str>) -> St
     };
     Spi::connect_mut(|client| {
         let order = lock_order(client, order_id)?;
+        crate::roles::check_in(client, order.customer_id)?;
         if !can_move(Some(order.status), to) {
             return Err(illegal_move(order_id, order.status, to, what));
         }

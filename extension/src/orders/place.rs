@@ -139,6 +139,7 @@ pub fn place_order(
         StoreError::new(Kind::ForeignKey, "customer must not be null")
             .detail("Every order belongs to a registered customer.")
     })?;
+    crate::roles::check(customer_id)?;
     let items = items.ok_or_else(|| StoreError::null("items"))?;
     let items = parse_items(&crate::args::parse_value(items, "order items")?)?;
     let hold = hold.ok_or_else(|| StoreError::null("hold"))?;
