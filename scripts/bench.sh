@@ -6,7 +6,7 @@
 # benchmarks (time_bucket vs date_bin, ingestion vs COPY, rollup refresh).
 # Results land in book/src/benchmarks/. About 20 minutes.
 #   bash scripts/bench.sh                 # everything
-#   bash scripts/bench.sh orders          # only some of: orders criterion timeseries
+#   bash scripts/bench.sh orders          # only some of: orders criterion timeseries gateway
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 need_root
 BENCH_PORT=${BENCH_PORT:-28818}
@@ -20,10 +20,10 @@ say "starting a fresh benchmark cluster on 127.0.0.1:$BENCH_PORT"
 start_cluster bench "$BENCH_PORT" fresh
 trap 'stop_cluster bench' EXIT
 URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$BENCH_PORT"
-PARTS=" ${*:-orders criterion timeseries} "
+PARTS=" ${*:-orders criterion timeseries gateway} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 for p in $PARTS; do
-  case "$p" in orders|criterion|timeseries) ;; *) die "unknown part '$p' (orders, criterion, timeseries)" ;; esac
+  case "$p" in orders|criterion|timeseries|gateway) ;; *) die "unknown part '$p' (orders, criterion, timeseries, gateway)" ;; esac
 done
 
 if want orders; then
@@ -60,6 +60,21 @@ fi
 if want timeseries; then
 say "time-series benchmarks"
 cargo run --release -q -p storefront-benches --bin tsbench -- --url "$URL" --out "$OUT"
+fi
+
+if want gateway; then
+# --- the HTTP gateway (scripts/gateway.sh): through the gateway vs SQL,
+# reads with and without the Redis cache ---
+source "$ROOT/scripts/gateway.sh"
+ensure_gateway_deps
+gateway_build --release
+start_redis bench 6391
+trap 'stop_redis bench; stop_cluster bench' EXIT
+say "gateway load driver (HTTP vs SQL, cache vs no cache)"
+cargo run --release -q -p storefront-gateway --bin gateway-load -- --url "$URL" \
+  --redis redis://127.0.0.1:6391/ --seconds "$SECONDS_PER_CASE" --out "$OUT"
+stop_redis bench
+# --- end of the HTTP gateway ---
 fi
 
 say "done: results in $OUT"

@@ -79,3 +79,16 @@ runs maintenance every 5 minutes):
 The book is in book/build/index.html. Stop the cluster with:
   sudo -u postgres $PGBIN/pg_ctl -D $(cluster_base)/pg-demo stop
 MSG
+
+# --- the HTTP gateway (scripts/gateway.sh): Redis and the gateway on
+# loopback for the demo database ---
+source "$ROOT/scripts/gateway.sh"
+ensure_gateway_deps
+gateway_assets
+gateway_build --release
+if gateway_book; then build_book; fi
+start_redis demo 6389
+gateway_roles storefront_demo
+start_gateway demo "${GATEWAY_PORT:-28830}" storefront_demo 6389
+gateway_demo_message demo 6389
+# --- end of the HTTP gateway ---

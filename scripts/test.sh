@@ -39,3 +39,16 @@ say "integration tests (tests/ crate)"
 export STOREFRONT_TEST_URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$TEST_PORT"
 export STOREFRONT_ROOT="$ROOT"
 cargo test -p storefront-tests --tests -- --test-threads=1
+
+# --- the HTTP gateway (scripts/gateway.sh): its tests against this cluster
+# and a redis-server, and the dashboard in headless Chromium ---
+source "$ROOT/scripts/gateway.sh"
+ensure_gateway_deps
+gateway_browser_seed
+gateway_assets
+gateway_build
+start_redis test 6390
+trap 'stop_gateway browser-test; stop_redis test; stop_cluster test' EXIT
+gateway_tests 6390
+gateway_browser_test 6390
+# --- end of the HTTP gateway ---
