@@ -97,16 +97,15 @@
     const pv = snap.page_views_per_hour;
     draw('views', [line('page views', 2)], [pv.map((p) => secs(p.time)), pv.map((p) => p.value)]);
 
-    // the funnel: views on the left axis, carts and orders on the right
+    // the funnel: views, carts and orders per day on one logarithmic axis
+    // (each step is a fraction of the one before; a day without any is a gap)
     const f = snap.funnel;
-    draw('funnel', [
-      line('views', 0, { scale: 'views' }),
-      line('carts', 1, { scale: 'steps' }),
-      line('orders', 2, { scale: 'steps' }),
-    ], [f.map((d) => secs(d.time)), f.map((d) => d.views), f.map((d) => d.carts), f.map((d) => d.orders)], {
-      scales: { views: {}, steps: {} },
-      axes: [{}, { scale: 'views', size: 60 }, { scale: 'steps', side: 1, size: 60, grid: { show: false } }],
-    });
+    const pos = (v) => (v > 0 ? v : null);
+    draw('funnel', [line('views', 0), line('carts', 1), line('orders', 2)],
+      [f.map((d) => secs(d.time)), f.map((d) => pos(d.views)), f.map((d) => pos(d.carts)), f.map((d) => pos(d.orders))], {
+        scales: { y: { distr: 3 } },
+        axes: [{}, { size: 72 }],
+      });
     const tv = f.reduce((a, d) => a + d.views, 0);
     const tc = f.reduce((a, d) => a + d.carts, 0);
     const to = f.reduce((a, d) => a + d.orders, 0);

@@ -452,7 +452,7 @@ impl Tail {
 /// Follow an order live (Server-Sent Events)
 ///
 /// Each status change as an SSE event: `id` is the change's `seq`, `event`
-/// is `status`, `data` a [`StreamedEvent`]. The stream starts with the
+/// is `status`, `data` a `StreamedEvent`. The stream starts with the
 /// changes so far (after `Last-Event-ID`, when the client reconnects) and
 /// then follows `LISTEN storefront_order_events` through the gateway's one
 /// shared listener, so a reconnecting client misses nothing and sees
