@@ -53,6 +53,52 @@ async fn extension_reports_its_version_and_schema() {
     assert!(!relocatable);
 }
 
+/// The control file's `schema = storefront` with `relocatable = false`:
+/// PostgreSQL creates the schema before the script runs and records the
+/// extension as depending on it (a normal dependency), so the schema cannot
+/// also be a member (that would be a loop): ALTER EXTENSION ... ADD SCHEMA
+/// is refused with 55000 and changes nothing, and DROP EXTENSION leaves the
+/// schema, empty.
+#[tokio::test]
+async fn extension_schema_is_not_a_member() {
+    let pool = fresh_db("sf_ext_schema").await;
+    let dependencies = "SELECT d.deptype::text, d.refclassid::regclass::text, d.refobjid::regnamespace::text
+                        FROM pg_depend d JOIN pg_extension e ON d.classid = 'pg_extension'::regclass AND d.objid = e.oid
+                        WHERE e.extname = 'storefront' ORDER BY 1, 2, 3";
+    let membership = "SELECT count(*) FROM pg_depend d JOIN pg_extension e ON d.refobjid = e.oid
+                      WHERE e.extname = 'storefront' AND d.deptype = 'e' AND d.classid = 'pg_namespace'::regclass";
+    let before: Vec<(String, String, String)> = sqlx::query_as(dependencies).fetch_all(&pool).await.unwrap();
+    assert_eq!(before, [("n".to_string(), "pg_namespace".to_string(), "storefront".to_string())]);
+    assert_eq!(count(&pool, membership).await, 0);
+
+    let err = pool.execute("ALTER EXTENSION storefront ADD SCHEMA storefront").await.expect_err("ADD SCHEMA must fail");
+    let pe = pg_err(&err).expect("a database error");
+    assert_eq!(pe.code, "55000", "{pe:?}");
+    assert_eq!(
+        pe.message,
+        "cannot add schema \"storefront\" to extension \"storefront\" because the schema contains the extension"
+    );
+    let after: Vec<(String, String, String)> = sqlx::query_as(dependencies).fetch_all(&pool).await.unwrap();
+    assert_eq!(after, before, "the refused ALTER EXTENSION changed the dependencies");
+    assert_eq!(count(&pool, membership).await, 0);
+
+    // so DROP SCHEMA without CASCADE is refused while the extension is there,
+    // and DROP EXTENSION leaves the schema behind, empty
+    let err = pool.execute("DROP SCHEMA storefront").await.expect_err("the extension depends on its schema");
+    assert_eq!(sqlstate(&err).as_deref(), Some("2BP01"));
+    pool.execute("DROP EXTENSION storefront").await.unwrap();
+    let left: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'storefront'),
+                (SELECT count(*) FROM pg_class WHERE relnamespace = 'storefront'::regnamespace)
+              + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'storefront'::regnamespace)
+              + (SELECT count(*) FROM pg_type WHERE typnamespace = 'storefront'::regnamespace)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, (1, 0), "DROP EXTENSION leaves the schema, empty");
+}
+
 /// pg_dump of a database with store data restores into an empty database
 /// with the same rows, and identity sequences continue after the restore.
 #[tokio::test]
