@@ -10,18 +10,24 @@ GATEWAY_DIR="$ROOT/gateway"
 GATEWAY_DB_PASSWORD=${STOREFRONT_GATEWAY_DB_PASSWORD:-storefront-gateway}
 export STOREFRONT_GATEWAY_DB_PASSWORD="$GATEWAY_DB_PASSWORD"
 
-# apt: redis-server, chromium (the browser test), jq/curl/openssl (the
-# book's curl examples); Node 18+ with npm
+# apt: redis-server, jq/curl/openssl (the book's curl examples); Node 18+
+# with npm (the dashboard's chart library)
 ensure_gateway_deps() {
-  ensure_apt redis-server chromium jq curl openssl ca-certificates
+  ensure_apt redis-server jq curl openssl ca-certificates
   if ! command -v node >/dev/null || ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)'; then
     ensure_apt nodejs npm
   fi
   command -v npm >/dev/null || ensure_apt npm
   node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' \
     || die "Node.js 18 or newer is needed for the dashboard bundle and the browser test ($(node --version))"
-  [ -x /usr/bin/chromium ] || die "/usr/bin/chromium not found after installing chromium"
   command -v redis-server >/dev/null || die "redis-server not found after installing redis-server"
+}
+
+# apt: Debian's chromium, for the browser test (playwright-core drives it;
+# no browser is downloaded)
+ensure_browser_deps() {
+  ensure_apt chromium
+  [ -x /usr/bin/chromium ] || die "/usr/bin/chromium not found after installing chromium"
 }
 
 # The dashboard's chart library, from the npm registry at the versions

@@ -44,6 +44,7 @@ cargo test -p storefront-tests --tests -- --test-threads=1
 # and a redis-server, and the dashboard in headless Chromium ---
 source "$ROOT/scripts/gateway.sh"
 ensure_gateway_deps
+ensure_browser_deps
 gateway_browser_seed
 gateway_assets
 gateway_build

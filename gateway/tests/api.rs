@@ -694,3 +694,80 @@ async fn graceful_shutdown_ends_event_streams() {
     assert!(body.contains("\"status\":\"pending\""), "{body}");
     assert!(reqwest::get(format!("{url}/healthz")).await.is_err(), "still accepting after shutdown");
 }
+
+type Snapshots = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>> + Send>,
+>;
+
+async fn next_snapshot(events: &mut Snapshots) -> serde_json::Value {
+    use futures_util::StreamExt;
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("a snapshot in time")
+        .expect("the stream is open")
+        .expect("a well-formed event");
+    assert_eq!(ev.event, "snapshot");
+    serde_json::from_str(&ev.data).expect("JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_page_assets_and_stream() {
+    // a web directory with the page and stand-ins for the built bundle
+    let web = std::env::temp_dir().join(format!("sf-gw-web-{}", std::process::id()));
+    std::fs::create_dir_all(web.join("vendor")).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    for f in ["dashboard.html", "dashboard.js", "dashboard.css"] {
+        std::fs::copy(src.join(f), web.join(f)).unwrap();
+    }
+    let admin = small_store("gw_dash").await;
+    let dir = web.clone();
+    let gw = gateway("gw_dash", admin, Opts { tweak: Box::new(move |c| c.web_dir = dir), ..Opts::default() }).await;
+
+    // the bundle not built: 503 with what to do
+    let r = gw.get("/dashboard", None).await;
+    assert_eq!((r.status.as_u16(), r.code()), (503, "58P01"), "{}", r.text);
+    assert!(r.body["hint"].as_str().unwrap().contains("gateway_assets"), "{}", r.text);
+    std::fs::write(web.join("vendor/uPlot.iife.min.js"), "/* uPlot */").unwrap();
+    std::fs::write(web.join("vendor/uPlot.min.css"), "/* uPlot */").unwrap();
+    // built: the page (public: it holds no data) and its files
+    let r = gw.get("/dashboard", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(r.text.contains("live dashboard") && r.text.contains("/dashboard/assets/vendor/uPlot.iife.min.js"));
+    let r = gw.get("/dashboard/assets/dashboard.js", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().contains("javascript"), "{:?}", r.headers);
+    assert!(r.text.contains("EventSource"));
+    assert_eq!(gw.get("/dashboard/assets/nope.js", None).await.status, 404);
+    assert_eq!(gw.get("/dashboard/assets/../Cargo.toml", None).await.status.as_u16() / 100, 4);
+
+    // the stream: operations only; the token may come as a query parameter
+    let r = gw.get("/dashboard/stream", None).await;
+    assert_eq!((r.status.as_u16(), r.code()), (401, "28000"), "{}", r.text);
+    let r = gw.get(&format!("/dashboard/stream?access_token={}", gw.customer(1)), None).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "42501"), "{}", r.text);
+    let r = gw.get("/dashboard/stream?access_token=garbage", None).await;
+    assert_eq!((r.status.as_u16(), r.code()), (401, "28000"), "{}", r.text);
+    let resp = gw.http.get(format!("{}/dashboard/stream?access_token={}", gw.url, gw.ops())).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut events: Snapshots = Box::pin(eventsource_stream::Eventsource::eventsource(resp.bytes_stream()));
+    let first = next_snapshot(&mut events).await;
+    assert_eq!(first["orders_per_minute"].as_array().unwrap().len(), 60);
+    let total = |s: &serde_json::Value| -> f64 { s["orders_per_minute"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).sum() };
+    assert_eq!(total(&first), 0.0);
+    // an order moves the next snapshot
+    gw.order(1, json!([{"sku": "MUG-1", "qty": 1}])).await;
+    let mut moved = false;
+    for _ in 0..5 {
+        let s = next_snapshot(&mut events).await;
+        if total(&s) == 1.0 {
+            assert_eq!(s["pipeline"]["pending_holds"], 1);
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "no snapshot showed the order");
+    drop(events);
+    gw.stop().await;
+    let _ = std::fs::remove_dir_all(&web);
+}
