@@ -192,7 +192,7 @@ gateway_demo_message() {
   cat <<MSG
 
 The HTTP gateway is running on $GATEWAY_URL (Redis on 127.0.0.1:$redis_port):
-  curl -s '$GATEWAY_URL/products?search=tee&limit=3'
+  curl -s '$GATEWAY_URL/products?search=shirt&limit=3'
   curl -s -X POST $GATEWAY_URL/auth/login -H 'Content-Type: application/json' \\
        -d '{"email": "demo@storefront.test", "password": "storefront-demo"}'
 Live dashboard:  $GATEWAY_URL/dashboard#token=$(gateway_token "$name" operations)
