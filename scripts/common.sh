@@ -217,3 +217,238 @@ prepare_upgrade_kit() {
 extension_version() {
   sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/extension/Cargo.toml" | head -1
 }
+
+# ------------------------------------------------ pgspot and META.json --
+# Static checks a DBA runs before letting the extension into production:
+# pgspot (the extension-script security linter) over every script
+# PostgreSQL may run for it, and META.json against the PGXN meta spec.
+
+PGSPOT_VERSION=0.9.4
+PGXN_META_VERSION=0.7.0
+PGSPOT_VENV="$ROOT/target/pgspot-venv"
+
+# pgspot, pinned, in its own virtualenv under target/
+ensure_pgspot() {
+  if "$PGSPOT_VENV/bin/pgspot" --version 2>/dev/null | grep -qx "pgspot $PGSPOT_VERSION"; then
+    return
+  fi
+  say "installing pgspot $PGSPOT_VERSION into $PGSPOT_VENV"
+  local py=python3
+  if ! "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    ensure_apt python3 python3-venv
+    py=/usr/bin/python3
+  fi
+  rm -rf "$PGSPOT_VENV"
+  "$py" -m venv "$PGSPOT_VENV" || die "$py -m venv $PGSPOT_VENV failed"
+  "$PGSPOT_VENV/bin/pip" install --quiet --disable-pip-version-check "pgspot==$PGSPOT_VERSION" \
+    || die "pip install pgspot==$PGSPOT_VERSION failed"
+  "$PGSPOT_VENV/bin/pgspot" --version | grep -qx "pgspot $PGSPOT_VERSION" \
+    || die "pgspot $PGSPOT_VERSION did not install"
+}
+
+# pgspot's own command line (every option and waiver works as documented),
+# with three additions for extension scripts, because pgspot reads a
+# script as plain SQL run by anyone:
+#
+# 1. A function with a SQL-standard body (RETURN ... or BEGIN ATOMIC ...
+#    END) stops pgspot 0.9.4 with "list index out of range" (it reads every
+#    body from AS '...'), which ends the check of the rest of the file.
+#    Its header is checked as pgspot checks any function, and its body
+#    under the script's search_path: PostgreSQL binds every name in such a
+#    body when the function is created, not when it is called.
+# 2. CREATE EXTENSION and ALTER EXTENSION UPDATE run a script with
+#    search_path = <extension schema>, pg_temp (PostgreSQL's
+#    execute_extension_script sets it; pg_catalog is searched first), so the
+#    check starts from that path, not from an unknown one.
+# 3. pgspot trusts a schema the script itself creates, as nobody can have
+#    put anything in it first. The extension's schema is made (or, when it
+#    exists, taken as it is) by PostgreSQL from the control file, so it is
+#    trusted only once the script has checked, as its first statement, that
+#    the schema and everything in it belong to superusers and nobody else
+#    may create objects in it: a DO block that reads pg_catalog.pg_namespace
+#    for '@extschema@', compares owners with rolsuper and raises. Without it
+#    the schema stays untrusted, and so does every name looked up in it.
+pgspot_driver() {
+  cat > "$PGSPOT_VENV/storefront_pgspot.py" <<'PY'
+import copy
+import re
+import sys
+
+from pglast import ast, parse_sql
+from pgspot import cli, visitors
+
+_check_function = visitors.SQLVisitor.visit_CreateFunctionStmt
+_visit_do = visitors.SQLVisitor.visit_DoStmt
+_visit_sql = visitors.visit_sql
+EXTSCHEMA = "extschema"  # pgspot's spelling of @extschema@
+
+
+def visit_CreateFunctionStmt(self, ancestors, node):
+    options = node.options or ()
+    if node.sql_body is None or any(o.defname == "as" for o in options):
+        return _check_function(self, ancestors, node)
+    header = copy.copy(node)
+    header.options = tuple(options) + (ast.DefElem(defname="as", arg=(ast.String(sval=""),)),)
+    header.sql_body = None
+    _check_function(self, ancestors, header)
+    # None: the visitor goes on into node.sql_body with this (the script's) state
+    return None
+
+
+def is_schema_guard(stmt):
+    if not isinstance(stmt, ast.DoStmt):
+        return False
+    body = "".join(a.arg.sval for a in stmt.args if a.defname == "as")
+    return all(s in body for s in ("pg_catalog.pg_namespace", f"'{EXTSCHEMA}'", "nspowner", "rolsuper", "RAISE EXCEPTION"))
+
+
+def visit_DoStmt(self, ancestors, node):
+    result = _visit_do(self, ancestors, node)
+    state = self.state
+    if getattr(state, "guard_location", None) == state.counter.stmt_location and is_schema_guard(node):
+        state.created_schemas.append(EXTSCHEMA)
+        state.set_searchpath([EXTSCHEMA, "pg_temp"])
+    return result
+
+
+def visit_sql(state, sql, toplevel=False):
+    if toplevel:
+        state.set_searchpath([EXTSCHEMA, "pg_temp"])
+        # the same rewriting pgspot does before parsing
+        text = sql.replace("@extschema@", EXTSCHEMA)
+        text = re.sub(r"@extschema:([^@]+)@", r"extschema_\1", text, flags=re.MULTILINE)
+        text = text.replace("@extowner@", "extowner").replace("@database_owner@", "database_owner")
+        text = re.sub(r"^\\", "-- \\\\", text, flags=re.MULTILINE)
+        statements = parse_sql(text)
+        if statements and is_schema_guard(statements[0].stmt):
+            state.guard_location = statements[0].stmt_location
+    return _visit_sql(state, sql, toplevel)
+
+
+visitors.SQLVisitor.visit_CreateFunctionStmt = visit_CreateFunctionStmt
+visitors.SQLVisitor.visit_DoStmt = visit_DoStmt
+visitors.visit_sql = visit_sql
+cli.visit_sql = visit_sql
+sys.exit(cli.run())
+PY
+}
+
+# pgspot_check LABEL FILE [pgspot options...]: findings are printed; false
+# when there are any
+pgspot_check() {
+  local label=$1 file=$2
+  shift 2
+  printf '%s: ' "$label"
+  "$PGSPOT_VENV/bin/python" "$PGSPOT_VENV/storefront_pgspot.py" "$@" "$file"
+}
+
+# Every script PostgreSQL may run for the extension: the install script
+# `cargo pgrx install` generated (run install_extension first), every
+# upgrade script, and the released install scripts the upgrade test starts
+# from. Fails when any has a finding that is not waived below.
+run_pgspot() {
+  ensure_pgspot
+  pgspot_driver
+  local version
+  version=$(extension_version)
+  local generated
+  generated="$("$PG_CONFIG" --sharedir)/extension/storefront--$version.sql"
+  [ -f "$generated" ] || die "$generated not found: install the extension first"
+  say "pgspot $PGSPOT_VERSION over the install and upgrade scripts"
+
+  # Waivers kept for every script, each with its reason.
+  local always=(
+    # PS005 (no SET search_path) on pure IMMUTABLE helpers, which
+    # DESIGN.md keeps free of a SET clause: it would cost every call and
+    # block inlining. The body of each is still checked.
+    # - constants: a SQL-standard body returning a literal looks nothing up
+    --proc-without-search-path 'max_price_cents()'
+    --proc-without-search-path 'max_restock_qty()'
+    # - SQL-standard bodies: every name in them is bound when CREATE
+    #   FUNCTION runs, under the script's search_path, so a caller's
+    #   search_path cannot change what they call
+    --proc-without-search-path 'invariant_detail(violations text[])'
+    --proc-without-search-path 'notify_payload(payload text)'
+    --proc-without-search-path 'seed_u(k bigint,salt integer)'
+    # - locf()'s transition function, run for every row: its body is only
+    #   COALESCE, which is grammar, not a function or operator looked up
+    #   by name
+    --proc-without-search-path 'locf_step(state anyelement,value anyelement)'
+  )
+  local failed=()
+  pgspot_check "generated install script (storefront--$version.sql)" "$generated" "${always[@]}" \
+    || failed+=("storefront--$version.sql (generated)")
+
+  local f
+  for f in "$ROOT"/sql/storefront--*--*.sql; do
+    # PS002 (CREATE OR REPLACE FUNCTION) in an upgrade script: changing a
+    # function that is already a member of the extension takes it, and
+    # PostgreSQL (since 14.5; this is 15) refuses it in an extension script
+    # for a function that is not a member, so nothing someone else created
+    # can be taken over. Install scripts get no such waiver.
+    pgspot_check "$(basename "$f")" "$f" "${always[@]}" --ignore PS002 \
+      || failed+=("$(basename "$f")")
+  done
+
+  local rel release_waivers
+  for rel in "${RELEASES[@]}"; do
+    version=${rel%%:*}
+    f="$ROOT/sql/storefront--$version.sql"
+    [ -f "$f" ] || die "$f (the released $version install script) is missing"
+    case "$version" in
+      0.1.0)
+        # The released 0.1.0 install script is kept unchanged for the
+        # upgrade test; cargo pgrx install does not install it, and its
+        # successors are checked above. It trusts its schema without
+        # checking who owns it (no schema check as its first statement),
+        # so every name it looks up there counts as unqualified:
+        release_waivers=(
+          --ignore PS001 # unqualified operators
+          --ignore PS016 # unqualified function calls
+          --ignore PS017 # unqualified object references
+          --ignore PS009 # simple CASE (its = operator is looked up too)
+          --ignore PS004 # SECURITY DEFINER with search_path = @extschema@, pg_temp
+          --ignore PS005 # search_path = @extschema@, pg_temp, and the pure helpers
+        )
+        ;;
+      *) release_waivers=() ;;
+    esac
+    pgspot_check "released install script storefront--$version.sql" "$f" "${always[@]}" "${release_waivers[@]}" \
+      || failed+=("storefront--$version.sql (released)")
+  done
+  [ ${#failed[@]} -eq 0 ] || die "pgspot found problems in: ${failed[*]} (findings above; pgspot --explain CODE says what each means)"
+}
+
+# pgxn_meta, the PGXN meta spec validator (crates.io), pinned
+ensure_pgxn_meta() {
+  if ! pgxn_meta --version 2>/dev/null | grep -q "$PGXN_META_VERSION"; then
+    say "installing pgxn_meta $PGXN_META_VERSION (about 2 minutes, once)"
+    cargo install pgxn_meta --version "$PGXN_META_VERSION" --locked
+  fi
+}
+
+# META.json: valid against the PGXN meta spec it names (1.0.0), and its
+# versions are the extension's (extension/Cargo.toml)
+validate_meta() {
+  ensure_pgxn_meta
+  say "META.json against the PGXN meta spec (pgxn_meta $PGXN_META_VERSION)"
+  pgxn_meta "$ROOT/META.json" || die "META.json does not validate against the PGXN meta spec"
+  local version
+  version=$(extension_version)
+  python3 - "$ROOT/META.json" "$version" <<'PY' || die "META.json does not match the extension"
+import json, sys
+meta, version = json.load(open(sys.argv[1])), sys.argv[2]
+problems = []
+if meta["meta-spec"]["version"] != "1.0.0":
+    problems.append(f'meta-spec version {meta["meta-spec"]["version"]}, not 1.0.0')
+if meta["version"] != version:
+    problems.append(f'version {meta["version"]}, extension/Cargo.toml says {version}')
+if list(meta["provides"]) != ["storefront"]:
+    problems.append(f'provides {list(meta["provides"])}, not just storefront')
+elif meta["provides"]["storefront"]["version"] != version:
+    problems.append(f'provides.storefront.version {meta["provides"]["storefront"]["version"]}, not {version}')
+for problem in problems:
+    print(f"META.json: {problem}", file=sys.stderr)
+sys.exit(1 if problems else 0)
+PY
+}

@@ -21,6 +21,13 @@ rm -rf "$PGRX_DATA"
 # cargo pgrx test installed a build with the test schema; put the plain one back
 install_extension
 
+# --- static checks (scripts/common.sh): pgspot over the install script just
+# generated, the upgrade scripts and the released install scripts; META.json
+# against the PGXN meta spec ---
+run_pgspot
+validate_meta
+# --- end of static checks ---
+
 say "starting a fresh test cluster on 127.0.0.1:$TEST_PORT"
 start_cluster test "$TEST_PORT" fresh
 trap 'stop_cluster test' EXIT
