@@ -1,12 +1,14 @@
 //! One transaction per request, under the caller's database role.
 //!
 //! The gateway logs in as one role (the authenticator, `NOINHERIT`: it has
-//! no privileges of its own) and each request's transaction begins with
-//! `SET LOCAL ROLE` to the app, catalog or operations role, a
-//! `statement_timeout`, and, for a customer, `storefront.customer_id` for the
-//! extension's row-level security — all in the one round trip that sends
-//! `BEGIN`. Only the role name (from the configuration, quoted) and the
-//! customer id (an integer from a verified token) are put into that text.
+//! no privileges of its own) and each request's transaction begins by
+//! switching to the app, catalog or operations role (`SET LOCAL ROLE`, as
+//! `set_config('role', ..., true)`) and, for a customer, setting
+//! `storefront.customer_id` for the extension's row-level security — in the
+//! one round trip that sends `BEGIN`. Only the role name (from the
+//! configuration, quoted) and the customer id (an integer from a verified
+//! token) are put into that text. Each connection gets the request
+//! `statement_timeout` once, when it connects.
 //!
 //! 40001 and 40P01 are the caller's to retry (see the book's Errors page):
 //! the whole transaction runs again, a bounded number of times, with
@@ -34,12 +36,29 @@ pub struct Db {
     pub pool: PgPool,
     pub roles: Roles,
     pub attempts: u32,
-    pub statement_timeout_ms: u64,
 }
 
 /// `"name"`, with embedded quotes doubled (PostgreSQL's quote_ident).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'`, with embedded quotes doubled (PostgreSQL's quote_literal
+/// for standard_conforming_strings).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The one round trip that opens a request's transaction: BEGIN, then the
+/// role (`set_config('role', ..., true)` is `SET LOCAL ROLE`) and the acting
+/// customer in one SELECT. Only a role name from the configuration (quoted)
+/// and an integer from a verified token are put into the text.
+pub fn begin_statement(role: &str, customer: Option<i64>) -> String {
+    let role = quote_literal(role);
+    match customer {
+        Some(id) => format!("BEGIN; SELECT set_config('role', {role}, true), set_config('storefront.customer_id', '{id}', true)"),
+        None => format!("BEGIN; SELECT set_config('role', {role}, true)"),
+    }
 }
 
 /// The SQLSTATE of a database error.
@@ -53,8 +72,12 @@ pub fn database_name(url: &str) -> Result<String, sqlx::Error> {
     Ok(opts.get_database().unwrap_or(opts.get_username()).to_string())
 }
 
-pub fn connect_pool(url: &str, size: u32, acquire_timeout: Duration) -> Result<PgPool, sqlx::Error> {
-    let opts = PgConnectOptions::from_str(url)?.application_name("storefront-gateway");
+/// The gateway's pool: connections named `storefront-gateway`, each with
+/// the request statement_timeout set once, when it connects.
+pub fn connect_pool(url: &str, size: u32, acquire_timeout: Duration, statement_timeout_ms: u64) -> Result<PgPool, sqlx::Error> {
+    let opts = PgConnectOptions::from_str(url)?
+        .application_name("storefront-gateway")
+        .options([("statement_timeout", statement_timeout_ms.to_string())]);
     Ok(PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)
@@ -74,16 +97,7 @@ impl Db {
 
     /// The statement that opens a request's transaction.
     pub fn begin_sql(&self, caller: Caller) -> String {
-        let mut s = format!(
-            "BEGIN; SET LOCAL ROLE {}; SET LOCAL statement_timeout = {}",
-            quote_ident(self.role_for(caller)),
-            self.statement_timeout_ms
-        );
-        if let Some(id) = caller.customer_id() {
-            // an i64 from a verified token: digits and at most a minus sign
-            s.push_str(&format!("; SELECT set_config('storefront.customer_id', '{id}', true)"));
-        }
-        s
+        begin_statement(self.role_for(caller), caller.customer_id())
     }
 
     /// Run `f` in a transaction as `caller`, retrying serialization
@@ -170,5 +184,11 @@ mod tests {
     fn quoting() {
         assert_eq!(quote_ident("storefront_app"), "\"storefront_app\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(
+            begin_statement("storefront_app", Some(42)),
+            "BEGIN; SELECT set_config('role', 'storefront_app', true), set_config('storefront.customer_id', '42', true)"
+        );
+        assert_eq!(begin_statement("o'brien", None), "BEGIN; SELECT set_config('role', 'o''brien', true)");
     }
 }

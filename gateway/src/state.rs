@@ -40,6 +40,7 @@ impl AppState {
             &cfg.database_url,
             cfg.db_pool_size,
             Duration::from_millis(cfg.db_acquire_timeout_ms),
+            cfg.statement_timeout_ms,
         )
         .map_err(|e| format!("invalid database URL: {e}"))?;
         let db = Db {
@@ -50,7 +51,6 @@ impl AppState {
                 operations: cfg.operations_role.clone(),
             },
             attempts: cfg.tx_attempts.max(1),
-            statement_timeout_ms: cfg.statement_timeout_ms,
         };
         // the cache's namespace: the database (several stores may share a Redis)
         let database = crate::db::database_name(&cfg.database_url).map_err(|e| format!("invalid database URL: {e}"))?;

@@ -525,6 +525,28 @@ async fn lock_timeouts_are_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeouts_are_504() {
+    let admin = small_store("gw_timeout").await;
+    let gw = gateway("gw_timeout", admin, Opts { tweak: Box::new(|c| c.statement_timeout_ms = 300), ..Opts::default() }).await;
+    let id = gw.order(1, json!([{"sku": "MUG-1", "qty": 1}])).await.body["order_id"].as_i64().unwrap();
+    // the order row held by another session: cancelling waits past the
+    // gateway's statement_timeout (before the function's own lock_timeout)
+    let mut tx = gw.admin.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM storefront.orders WHERE order_id = $1 FOR UPDATE").bind(id).execute(&mut *tx).await.unwrap();
+    let before = digest(&gw.admin).await;
+    let started = std::time::Instant::now();
+    let r = gw.post(&format!("/orders/{id}/cancel"), Some(&gw.customer(1)), json!({})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (504, "57014"), "{}", r.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+    tx.rollback().await.unwrap();
+    assert_eq!(before, digest(&gw.admin).await);
+    // and the connection is fine for the next request
+    let r = gw.post(&format!("/orders/{id}/cancel"), Some(&gw.customer(1)), json!({})).await;
+    assert_eq!(r.body["status"], "cancelled", "{}", r.text);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serialization_failures_are_retried_then_503() {
     let admin = store("gw_retry").await;
     let gw = gateway("gw_retry", admin, Opts { tweak: Box::new(|c| c.tx_attempts = 4), ..Opts::default() }).await;

@@ -19,9 +19,9 @@
 //!    customer of 1,000:
 //!    - "SQL, place_order": `SELECT * FROM storefront.place_order($1, $2)`,
 //!      one statement per order (autocommit);
-//!    - "SQL, the gateway's transaction": what the gateway sends, over SQL:
-//!      BEGIN + SET LOCAL ROLE + statement_timeout + the acting customer in
-//!      one round trip, then place_order, then COMMIT;
+//!    - "SQL, the gateway's transaction": what the gateway sends, over SQL,
+//!      on connections made as the gateway makes them: BEGIN + the role +
+//!      the acting customer in one round trip, then place_order, then COMMIT;
 //!    - "HTTP, through the gateway": POST /orders with a customer token;
 //! 2. GET /products/{sku} for a random SKU of the 2,000, with the Redis
 //!    cache and without it (in notify mode only).
@@ -382,10 +382,7 @@ impl Op for SqlGatewayTx {
         use sqlx::Connection;
         let customer = rng.gen_range(1..=CUSTOMERS);
         let items = random_items(rng);
-        let begin = format!(
-            "BEGIN; SET LOCAL ROLE \"storefront_app\"; SET LOCAL statement_timeout = 10000; \
-             SELECT set_config('storefront.customer_id', '{customer}', true)"
-        );
+        let begin = storefront_gateway::db::begin_statement("storefront_app", Some(customer));
         let mut tx = (*self.conn).begin_with(begin).await.map_err(|e| e.to_string())?;
         sqlx::query("SELECT order_id, status, total_cents, currency::text AS currency, expires_at, replayed FROM storefront.place_order($1, $2, $3)")
             .bind(customer)
@@ -499,7 +496,10 @@ async fn main() {
             push("SQL, place_order", r);
 
             checkpoint(&a.url).await;
-            let as_gw = pool(&gateway_url(&a.url, DB), clients as u32).await;
+            // connections as the gateway makes them (its login role, its
+            // connection settings)
+            let as_gw = storefront_gateway::db::connect_pool(&gateway_url(&a.url, DB), clients as u32, Duration::from_secs(60), 10000)
+                .expect("gateway pool");
             let r = run("SQL, the gateway's transaction", clients, a.seconds, |_| {
                 let p = as_gw.clone();
                 async move { SqlGatewayTx { conn: p.acquire().await.expect("connection") } }
