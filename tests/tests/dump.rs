@@ -10,9 +10,10 @@
 //! analyst role set up with the grant functions, row security switched on,
 //! and the relay mode for order events with an event still queued.
 //!
-//! Restored twice: into an empty database made by hand (`pg_restore -d`),
-//! and with `pg_restore --create`, which also brings back the database's
-//! own settings. Each must have every row, every invariant, rollups whose
+//! Restored three times: into an empty database made by hand (`pg_restore
+//! -d`); in parallel (`--jobs`), which needs the extension's own table data
+//! restored first and serially (see below); and with `pg_restore --create`,
+//! which also brings back the database's own settings. Each must have every row, every invariant, rollups whose
 //! next refresh gives what the original's gives, retention that drops what
 //! the original's drops, the roles' privileges, and row-level security in
 //! force for the application role acting for one customer.
@@ -24,6 +25,7 @@ use storefront_tests::*;
 
 const SRC: &str = "sf_dumpall_src";
 const PLAIN: &str = "sf_dumpall_plain";
+const PARALLEL: &str = "sf_dumpall_parallel";
 const APP: &str = "sf_dumptest_app";
 const ANALYST: &str = "sf_dumptest_analyst";
 /// Rollups and retention are checked as of this time (events are in May 2026).
@@ -300,9 +302,8 @@ async fn setting(db: &str) -> Option<String> {
 }
 
 /// Everything the original had, and a store that works.
-async fn check_restored(db: &str, before: &Facts, with_create: bool) {
+async fn check_restored(db: &str, before: &Facts, how: &str, with_create: bool) {
     let pool = connect(db, 4).await;
-    let how = if with_create { "pg_restore --create" } else { "pg_restore into an empty database" };
     let after = facts(&pool).await;
     for (table, was) in &before.rows {
         assert_eq!(after.rows.get(table), Some(was), "{how}: rows of {table} differ");
@@ -449,7 +450,7 @@ async fn check_restored(db: &str, before: &Facts, with_create: bool) {
 async fn dump_and_restore_keep_every_kind_of_data_and_object() {
     // roles are cluster-wide: drop what a previous run left, with its databases
     let admin = connect("postgres", 1).await;
-    for db in [SRC, PLAIN] {
+    for db in [SRC, PLAIN, PARALLEL] {
         admin.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await.unwrap();
     }
     for role in [APP, ANALYST] {
@@ -483,15 +484,41 @@ async fn dump_and_restore_keep_every_kind_of_data_and_object() {
     let plain = empty_db(PLAIN).await;
     plain.close().await;
     run("pg_restore", &["--exit-on-error", "-d", &db_url(PLAIN), file]);
-    check_restored(PLAIN, &before, false).await;
+    check_restored(PLAIN, &before, "pg_restore into an empty database", false).await;
+
+    // in parallel: the extension's tables exist with their foreign keys as
+    // soon as CREATE EXTENSION has run, and pg_restore --jobs loads table
+    // data in any order (23503), so their data goes in first, serially, in
+    // the dump's order; then everything else in parallel
+    let parallel = empty_db(PARALLEL).await;
+    parallel.close().await;
+    let out = Command::new("pg_restore").args(["--list", file]).output().expect("pg_restore --list");
+    assert!(out.status.success(), "pg_restore --list");
+    let toc = String::from_utf8(out.stdout).unwrap();
+    let ours = regex::Regex::new(r" (TABLE DATA|SEQUENCE SET) storefront ").unwrap();
+    let (first, rest): (Vec<&str>, Vec<&str>) = toc.lines().partition(|l| ours.is_match(l));
+    assert!(first.len() > 20, "the extension's table data in the dump: {first:?}");
+    let first_list = std::env::temp_dir().join("storefront-dump-all.first.list");
+    let rest_list = std::env::temp_dir().join("storefront-dump-all.rest.list");
+    std::fs::write(&first_list, first.join("\n")).unwrap();
+    std::fs::write(&rest_list, rest.join("\n")).unwrap();
+    let (first_list, rest_list) = (first_list.to_str().unwrap(), rest_list.to_str().unwrap());
+    let url = db_url(PARALLEL);
+    run("pg_restore", &["--exit-on-error", "--section=pre-data", "-d", &url, file]);
+    run("pg_restore", &["--exit-on-error", "--use-list", first_list, "-d", &url, file]);
+    run("pg_restore", &["--exit-on-error", "--use-list", rest_list, "--section=data", "--jobs=2", "-d", &url, file]);
+    run("pg_restore", &["--exit-on-error", "--section=post-data", "--jobs=2", "-d", &url, file]);
+    check_restored(PARALLEL, &before, "pg_restore --jobs, the extension's data first", false).await;
+    let _ = std::fs::remove_file(first_list);
+    let _ = std::fs::remove_file(rest_list);
 
     // with --create, in place of the original
     admin.execute(format!("DROP DATABASE {SRC} WITH (FORCE)").as_str()).await.unwrap();
     run("pg_restore", &["--exit-on-error", "--create", "-d", &db_url("postgres"), file]);
-    check_restored(SRC, &before, true).await;
+    check_restored(SRC, &before, "pg_restore --create", true).await;
 
     let _ = std::fs::remove_file(file);
-    for db in [SRC, PLAIN] {
+    for db in [SRC, PLAIN, PARALLEL] {
         admin.execute(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)").as_str()).await.unwrap();
     }
     for role in [APP, ANALYST] {
