@@ -13,10 +13,13 @@
 //! Restored three times: into an empty database made by hand (`pg_restore
 //! -d`); in parallel (`--jobs`), which needs the extension's own table data
 //! restored first and serially (see below); and with `pg_restore --create`,
-//! which also brings back the database's own settings. Each must have every row, every invariant, rollups whose
-//! next refresh gives what the original's gives, retention that drops what
-//! the original's drops, the roles' privileges, and row-level security in
-//! force for the application role acting for one customer.
+//! which also brings back the database's own settings. Each must have every
+//! row, every invariant, rollups whose next refresh gives what the
+//! original's gives, retention that drops what the original's drops, the
+//! roles' privileges, and row-level security in force for the application
+//! role acting for one customer. Roles are cluster-wide, so this restores
+//! into the same cluster; another cluster needs `pg_dumpall --roles-only`
+//! first.
 
 use sqlx::{Executor, PgPool, Row};
 use std::collections::BTreeMap;
