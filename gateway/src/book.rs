@@ -63,8 +63,9 @@ fn anchor(name: &str) -> String {
     format!("schema-{}", name.to_lowercase())
 }
 
+/// Text for a table cell: one line, pipes and angle brackets escaped.
 fn cell(text: &str) -> String {
-    text.replace('\n', " ").replace('|', "\\|")
+    text.replace('\n', " ").replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 pub fn render(doc: &Value) -> String {
