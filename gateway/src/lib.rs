@@ -127,6 +127,13 @@ pub async fn start(cfg: &ServeArgs, listener: TcpListener, extra: Router<AppStat
     let shutdown = CancellationToken::new();
     let state = AppState::build(cfg, shutdown.clone())?;
     state.db.check_roles().await?;
+    // connect to Redis now rather than on the first request
+    let cache = state.cache.clone();
+    tokio::spawn(async move {
+        if cache.health().await == cache::CacheHealth::Down {
+            tracing::warn!("redis does not answer at start-up: serving from the database until it does");
+        }
+    });
     let tasks = vec![
         tokio::spawn(events::run_listener(state.clone(), shutdown.clone())),
         tokio::spawn(events::run_invalidator(state.clone(), shutdown.clone())),

@@ -155,6 +155,9 @@ pub async fn gateway(db: &str, admin: PgPool, opts: Opts) -> Gw {
     let mut cfg = ServeArgs::for_database(&gateway_db_url(db), JWT_SECRET, WEBHOOK_SECRET);
     cfg.redis_url = opts.redis;
     cfg.shutdown_grace_secs = 3;
+    // the tests share two cores with a seeding database: give Redis time
+    // (a stopped Redis refuses connections at once, whatever the limit)
+    cfg.redis_timeout_ms = 1000;
     (opts.tweak)(&mut cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let running = storefront_gateway::start(&cfg, listener, opts.extra).await.expect("gateway starts");
