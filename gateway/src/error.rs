@@ -41,7 +41,7 @@ pub struct ShortSku {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    pub body: Box<ErrorBody>,
     /// seconds, for 503s a client may retry
     pub retry_after: Option<u32>,
     /// 401s carry `WWW-Authenticate: Bearer`
@@ -95,7 +95,13 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            body: ErrorBody { code: code.to_string(), message: message.into(), details: None, hint: None, short_skus: None },
+            body: Box::new(ErrorBody {
+                code: code.to_string(),
+                message: message.into(),
+                details: None,
+                hint: None,
+                short_skus: None,
+            }),
             retry_after: None,
             challenge: None,
         }
@@ -214,7 +220,7 @@ pub fn status_for_sqlstate(code: &str) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
-        let mut resp = (status, axum::Json(&self.body)).into_response();
+        let mut resp = (status, axum::Json(self.body.as_ref())).into_response();
         let h = resp.headers_mut();
         if let Some(s) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));

@@ -1,16 +1,16 @@
 //! storefront-gateway: the storefront extension's SQL API over HTTP.
 //!
-//! - [`api`]: the routes and the OpenAPI document generated from them;
-//! - [`db`]: one transaction per request under the caller's database role,
+//! - `api`: the routes and the OpenAPI document generated from them;
+//! - `db`: one transaction per request under the caller's database role,
 //!   serialization failures retried;
-//! - [`error`]: SQLSTATE → HTTP status, PostgREST's error body;
-//! - [`auth`]: signed tokens → callers → database roles;
-//! - [`events`]: one shared LISTEN connection, fanned out to order streams,
+//! - `error`: SQLSTATE → HTTP status, PostgREST's error body;
+//! - `auth`: signed tokens → callers → database roles;
+//! - `events`: one shared LISTEN connection, fanned out to order streams,
 //!   the cache invalidator and the dashboard;
-//! - [`cache`]: the Redis read cache, which the gateway can lose;
-//! - [`dashboard`]: the live dashboard's snapshots;
-//! - [`metrics`]: Prometheus;
-//! - [`book`]: the book's HTTP API reference, rendered from the document.
+//! - `cache`: the Redis read cache, which the gateway can lose;
+//! - `dashboard`: the live dashboard's snapshots;
+//! - `metrics`: Prometheus;
+//! - `book`: the book's HTTP API reference, rendered from the document.
 
 pub mod api;
 pub mod auth;

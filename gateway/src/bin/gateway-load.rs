@@ -200,7 +200,7 @@ impl GatewayProc {
         } else {
             cmd.env_remove("STOREFRONT_GATEWAY_REDIS_URL");
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", a.gateway_bin.display()));
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", a.gateway_bin.display()));
         let url = format!("http://127.0.0.1:{}", a.port);
         let client = reqwest::Client::new();
         for _ in 0..300 {
@@ -211,6 +211,8 @@ impl GatewayProc {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the gateway did not become ready on {url}");
     }
 
