@@ -274,7 +274,13 @@ async fn orders_happy_path_and_bad_inputs() {
     // reading: unknown, malformed ids
     let r = gw.get("/orders/999", Some(&ada)).await;
     assert_eq!((r.status.as_u16(), r.code()), (404, "P0002"), "{}", r.text);
+    let r = gw.get("/orders/999/timeline", Some(&ada)).await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "P0002"), "{}", r.text);
+    let r = gw.post("/orders/999/cancel", Some(&ada), json!({})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "P0002"), "{}", r.text);
     let r = gw.get("/orders/abc", Some(&ada)).await;
+    assert_eq!((r.status.as_u16(), r.code()), (400, "22P02"), "{}", r.text);
+    let r = gw.get("/orders/abc/timeline", Some(&ada)).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "22P02"), "{}", r.text);
     let r = gw.get("/orders/99999999999999999999", Some(&ada)).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "22P02"), "{}", r.text);
@@ -445,6 +451,16 @@ async fn payment_webhook_and_fulfilment() {
     let sig = storefront_gateway::api::payments::sign(WEBHOOK_SECRET.as_bytes(), now, &bad);
     let r = hook(Some(sig), bad).await;
     assert_eq!((r.status.as_u16(), r.code()), (400, "22P02"), "{}", r.text);
+    // a signed body that is not declared JSON
+    let (sig, raw) = signed(&ev, WEBHOOK_SECRET, now);
+    let r = gw
+        .send(gw.http.post(format!("{}/payments/webhook", gw.url)).header("content-type", "text/plain").header("Storefront-Signature", sig).body(raw))
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (415, "0A000"), "{}", r.text);
+    // a malformed signature header
+    let (_, raw) = signed(&ev, WEBHOOK_SECRET, now);
+    let r = hook(Some("v1=nothex,t=soon".into()), raw).await;
+    assert_eq!((r.status.as_u16(), r.code()), (401, "28000"), "{}", r.text);
     assert_eq!(before, digest(&gw.admin).await);
 
     // paid; the provider's retry returns the same answer and changes nothing
