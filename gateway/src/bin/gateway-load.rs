@@ -25,6 +25,11 @@
 //!    - "HTTP, through the gateway": POST /orders with a customer token;
 //! 2. GET /products/{sku} for a random SKU of the 2,000, with the Redis
 //!    cache and without it (in notify mode only).
+//!
+//! The order cases run in two passes, the paths in rotating order, and the
+//! better pass of each is reported (as benches/src/bin/load.rs does): on a
+//! two-core machine the first case after a checkpoint or a pause would
+//! otherwise get an edge.
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -473,51 +478,67 @@ async fn main() {
         eprintln!("\nplacing orders, events by {mode}");
         set_events(&a.url, mode).await;
         let gw = GatewayProc::start(&a, true, max_clients).await;
-        for &clients in &a.clients {
-            let mut push = |label: &str, r: (f64, u64, u64, u64, f64, Option<f64>)| {
-                results.push(Outcome {
-                    label: label.into(),
-                    events: mode.clone(),
-                    clients,
-                    per_sec: r.0,
-                    p50_us: r.1,
-                    p99_us: r.2,
-                    errors: r.3,
-                    idle_pct: r.4,
-                    hit_ratio: r.5,
-                })
-            };
-            checkpoint(&a.url).await;
-            let direct = pool(&db_url(&a.url, DB), clients as u32).await;
-            let r = run("SQL, place_order", clients, a.seconds, |_| {
-                let p = direct.clone();
-                async move { SqlDirect { conn: p.acquire().await.expect("connection") } }
-            })
-            .await;
-            direct.close().await;
-            push("SQL, place_order", r);
-
-            checkpoint(&a.url).await;
-            // connections as the gateway makes them (its login role, its
-            // connection settings)
-            let as_gw = storefront_gateway::db::connect_pool(&gateway_url(&a.url, DB), clients as u32, Duration::from_secs(60), 10000)
-                .expect("gateway pool");
-            let r = run("SQL, the gateway's transaction", clients, a.seconds, |_| {
-                let p = as_gw.clone();
-                async move { SqlGatewayTx { conn: p.acquire().await.expect("connection") } }
-            })
-            .await;
-            as_gw.close().await;
-            push("SQL, the gateway's transaction", r);
-
-            checkpoint(&a.url).await;
-            let url = format!("{}/orders", gw.url);
-            let r = run("HTTP, through the gateway", clients, a.seconds, |_| {
-                let (url, tokens) = (url.clone(), tokens.clone());
-                async move { HttpOrder { client: http_client(), url, tokens } }
-            })
-            .await;
-            push("HTTP, through the gateway", r);
+        // two passes, the paths in rotating order, the better pass kept:
+        // what runs first after a checkpoint or a pause gets no edge
+        for pass in 0..2usize {
+            for &clients in &a.clients {
+                for k in 0..ORDER_PATHS.len() {
+                    let path = ORDER_PATHS[(k + pass) % ORDER_PATHS.len()];
+                    checkpoint(&a.url).await;
+                    let r = match path {
+                        "SQL, place_order" => {
+                            let direct = pool(&db_url(&a.url, DB), clients as u32).await;
+                            let r = run(path, clients, a.seconds, |_| {
+                                let p = direct.clone();
+                                async move { SqlDirect { conn: p.acquire().await.expect("connection") } }
+                            })
+                            .await;
+                            direct.close().await;
+                            r
+                        }
+                        "SQL, the gateway's transaction" => {
+                            // connections as the gateway makes them (its login
+                            // role, its connection settings)
+                            let as_gw = storefront_gateway::db::connect_pool(
+                                &gateway_url(&a.url, DB),
+                                clients as u32,
+                                Duration::from_secs(60),
+                                10000,
+                            )
+                            .expect("gateway pool");
+                            let r = run(path, clients, a.seconds, |_| {
+                                let p = as_gw.clone();
+                                async move { SqlGatewayTx { conn: p.acquire().await.expect("connection") } }
+                            })
+                            .await;
+                            as_gw.close().await;
+                            r
+                        }
+                        _ => {
+                            let url = format!("{}/orders", gw.url);
+                            run(path, clients, a.seconds, |_| {
+                                let (url, tokens) = (url.clone(), tokens.clone());
+                                async move { HttpOrder { client: http_client(), url, tokens } }
+                            })
+                            .await
+                        }
+                    };
+                    keep_best(
+                        &mut results,
+                        Outcome {
+                            label: path.into(),
+                            events: mode.clone(),
+                            clients,
+                            per_sec: r.0,
+                            p50_us: r.1,
+                            p99_us: r.2,
+                            errors: r.3,
+                            idle_pct: r.4,
+                            hit_ratio: r.5,
+                        },
+                    );
+                }
+            }
         }
         gw.stop();
     }
@@ -562,6 +583,17 @@ async fn main() {
     let _ = admin.execute(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)").as_str()).await;
 }
 
+const ORDER_PATHS: [&str; 3] = ["SQL, place_order", "SQL, the gateway's transaction", "HTTP, through the gateway"];
+
+/// Keep the better (higher throughput) of two passes of the same case.
+fn keep_best(results: &mut Vec<Outcome>, o: Outcome) {
+    match results.iter_mut().find(|r| r.label == o.label && r.events == o.events && r.clients == o.clients) {
+        Some(r) if r.per_sec >= o.per_sec => {}
+        Some(r) => *r = o,
+        None => results.push(o),
+    }
+}
+
 fn find<'a>(r: &'a [Outcome], label: &str, events: &str, clients: usize) -> Option<&'a Outcome> {
     r.iter().find(|o| o.label == label && o.events == events && o.clients == clients)
 }
@@ -571,7 +603,8 @@ fn report(a: &Args, r: &[Outcome]) -> String {
     let _ = writeln!(s, "<!-- generated by the gateway's load driver (gateway/src/bin/gateway-load.rs); do not edit -->");
     let _ = writeln!(
         s,
-        "Run: {} s per case after a 2 s warm-up, a CHECKPOINT before each order case; orders of 1–3 random lines over \
+        "Run: {} s per case after a 2 s warm-up, a CHECKPOINT before each order case, two passes over the order \
+         cases (paths in rotating order, the better pass shown); orders of 1–3 random lines over \
          {SKUS} SKUs for {CUSTOMERS} customers; the gateway a separate release process (pool of {} connections, access \
          log off), every client one keep-alive connection. Idle CPU: the share of the machine's CPU time (2 cores, \
          /proc/stat) left idle while measuring.\n",
@@ -589,7 +622,7 @@ fn report(a: &Args, r: &[Outcome]) -> String {
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|");
         for &c in &a.clients {
             let base = find(r, "SQL, place_order", mode, c).map(|o| o.per_sec).unwrap_or(f64::NAN);
-            for label in ["SQL, place_order", "SQL, the gateway's transaction", "HTTP, through the gateway"] {
+            for label in ORDER_PATHS {
                 if let Some(o) = find(r, label, mode, c) {
                     let _ = writeln!(
                         s,
@@ -704,7 +737,7 @@ fn bar_chart(title: &str, groups: &[String], series: &[&str], values: &[Vec<f64>
 }
 
 fn orders_svg(a: &Args, r: &[Outcome]) -> String {
-    let labels = ["SQL, place_order", "SQL, the gateway's transaction", "HTTP, through the gateway"];
+    let labels = ORDER_PATHS;
     let mut groups = Vec::new();
     let mut values = Vec::new();
     for mode in &a.events {
