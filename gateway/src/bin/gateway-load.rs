@@ -246,6 +246,7 @@ struct Outcome {
     errors: u64,
     idle_pct: f64,
     hit_ratio: Option<f64>,
+    gateway_cpu_us: Option<f64>,
 }
 
 /// (idle, total) CPU time of the machine, from /proc/stat.
@@ -277,7 +278,30 @@ trait Op: Send + 'static {
 
 /// Run `clients` tasks for `seconds` after a 2 s warm-up, each with its own
 /// connection (made by `make`) calling it in a loop.
-async fn run<O: Op, F, Fut>(label: &str, clients: usize, seconds: u64, make: F) -> (f64, u64, u64, u64, f64, Option<f64>)
+/// What one case measured.
+struct Measured {
+    per_sec: f64,
+    p50_us: u64,
+    p99_us: u64,
+    errors: u64,
+    idle_pct: f64,
+    hit_ratio: Option<f64>,
+    /// CPU time the gateway process used per request (µs)
+    gateway_cpu_us: Option<f64>,
+}
+
+/// CPU time (user + system) of process `pid` so far, in µs.
+fn process_cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after the command name, which is in parentheses
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux
+    Some(ticks * 10_000)
+}
+
+async fn run<O: Op, F, Fut>(label: &str, clients: usize, seconds: u64, gateway_pid: Option<u32>, make: F) -> Measured
 where
     F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = O>,
@@ -334,6 +358,7 @@ where
     tokio::time::sleep(Duration::from_secs(2)).await;
     measuring.store(true, Ordering::Relaxed);
     let cpu = cpu_times();
+    let gw_cpu = gateway_pid.and_then(process_cpu_us);
     let start = Instant::now();
     for s in 1..=seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -344,6 +369,7 @@ where
     }
     let elapsed = start.elapsed().as_secs_f64();
     let now = cpu_times();
+    let gw_cpu_now = gateway_pid.and_then(process_cpu_us);
     let idle = if now.1 > cpu.1 { 100.0 * (now.0 - cpu.0) as f64 / (now.1 - cpu.1) as f64 } else { f64::NAN };
     measuring.store(false, Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
@@ -358,7 +384,11 @@ where
     let (p50, p99) = (percentile(&l, 0.5), percentile(&l, 0.99));
     let e = errors.load(Ordering::Relaxed);
     eprintln!("\r  {label:<40} clients {clients:>2}: {per_sec:>8.0} /s  p50 {p50:>6} µs  p99 {p99:>6} µs  errors {e}   ");
-    (per_sec, p50, p99, e, idle, ratio)
+    let gateway_cpu_us = match (gw_cpu, gw_cpu_now) {
+        (Some(a), Some(b)) if !l.is_empty() => Some(b.saturating_sub(a) as f64 / l.len() as f64),
+        _ => None,
+    };
+    Measured { per_sec, p50_us: p50, p99_us: p99, errors: e, idle_pct: idle, hit_ratio: ratio, gateway_cpu_us }
 }
 
 struct SqlDirect {
@@ -488,7 +518,7 @@ async fn main() {
                     let r = match path {
                         "SQL, place_order" => {
                             let direct = pool(&db_url(&a.url, DB), clients as u32).await;
-                            let r = run(path, clients, a.seconds, |_| {
+                            let r = run(path, clients, a.seconds, None, |_| {
                                 let p = direct.clone();
                                 async move { SqlDirect { conn: p.acquire().await.expect("connection") } }
                             })
@@ -506,7 +536,7 @@ async fn main() {
                                 10000,
                             )
                             .expect("gateway pool");
-                            let r = run(path, clients, a.seconds, |_| {
+                            let r = run(path, clients, a.seconds, None, |_| {
                                 let p = as_gw.clone();
                                 async move { SqlGatewayTx { conn: p.acquire().await.expect("connection") } }
                             })
@@ -516,7 +546,7 @@ async fn main() {
                         }
                         _ => {
                             let url = format!("{}/orders", gw.url);
-                            run(path, clients, a.seconds, |_| {
+                            run(path, clients, a.seconds, Some(gw.child.id()), |_| {
                                 let (url, tokens) = (url.clone(), tokens.clone());
                                 async move { HttpOrder { client: http_client(), url, tokens } }
                             })
@@ -529,12 +559,13 @@ async fn main() {
                             label: path.into(),
                             events: mode.clone(),
                             clients,
-                            per_sec: r.0,
-                            p50_us: r.1,
-                            p99_us: r.2,
-                            errors: r.3,
-                            idle_pct: r.4,
-                            hit_ratio: r.5,
+                            per_sec: r.per_sec,
+                            p50_us: r.p50_us,
+                            p99_us: r.p99_us,
+                            errors: r.errors,
+                            idle_pct: r.idle_pct,
+                            hit_ratio: r.hit_ratio,
+                            gateway_cpu_us: r.gateway_cpu_us,
                         },
                     );
                 }
@@ -550,7 +581,7 @@ async fn main() {
         let label = if cached { "GET /products/{sku}, Redis cache" } else { "GET /products/{sku}, no cache" };
         for &clients in &a.clients {
             let base = gw.url.clone();
-            let r = run(label, clients, a.seconds, |_| {
+            let r = run(label, clients, a.seconds, Some(gw.child.id()), |_| {
                 let base = base.clone();
                 async move { HttpRead { client: http_client(), base } }
             })
@@ -559,12 +590,13 @@ async fn main() {
                 label: label.into(),
                 events: "notify".into(),
                 clients,
-                per_sec: r.0,
-                p50_us: r.1,
-                p99_us: r.2,
-                errors: r.3,
-                idle_pct: r.4,
-                hit_ratio: r.5,
+                per_sec: r.per_sec,
+                p50_us: r.p50_us,
+                p99_us: r.p99_us,
+                errors: r.errors,
+                idle_pct: r.idle_pct,
+                hit_ratio: r.hit_ratio,
+                gateway_cpu_us: r.gateway_cpu_us,
             });
         }
         gw.stop();
@@ -605,10 +637,12 @@ fn report(a: &Args, r: &[Outcome]) -> String {
         s,
         "Run: {} s per case after a 2 s warm-up, a CHECKPOINT before each order case, two passes over the order \
          cases (paths in rotating order, the better pass shown); orders of 1–3 random lines over \
-         {SKUS} SKUs for {CUSTOMERS} customers; the gateway a separate release process (pool of {} connections, access \
-         log off), every client one keep-alive connection. Idle CPU: the share of the machine's CPU time (2 cores, \
-         /proc/stat) left idle while measuring.\n",
+         {SKUS} SKUs for {CUSTOMERS} customers; the gateway a separate process ({} build, pool of {} connections, \
+         access log off), every client one keep-alive connection. Idle CPU: the share of the machine's CPU time (2 cores, \
+         /proc/stat) left idle while measuring; gateway CPU: the gateway process's CPU time (from /proc) per request \
+         answered.\n",
         a.seconds,
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         a.clients.iter().max().unwrap_or(&8)
     );
     for mode in &a.events {
@@ -618,20 +652,21 @@ fn report(a: &Args, r: &[Outcome]) -> String {
             "events through the relay (`storefront.event_delivery = relay`, relay worker every 10 ms)"
         };
         let _ = writeln!(s, "**Placing orders, {title}**\n");
-        let _ = writeln!(s, "| clients | path | orders/s | p50 (ms) | p99 (ms) | errors | idle CPU | vs SQL place_order |");
-        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "| clients | path | orders/s | p50 (ms) | p99 (ms) | errors | idle CPU | gateway CPU per order | vs SQL place_order |");
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
         for &c in &a.clients {
             let base = find(r, "SQL, place_order", mode, c).map(|o| o.per_sec).unwrap_or(f64::NAN);
             for label in ORDER_PATHS {
                 if let Some(o) = find(r, label, mode, c) {
                     let _ = writeln!(
                         s,
-                        "| {c} | {label} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {:.2}× |",
+                        "| {c} | {label} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {} | {:.2}× |",
                         o.per_sec,
                         o.p50_us as f64 / 1000.0,
                         o.p99_us as f64 / 1000.0,
                         o.errors,
                         o.idle_pct,
+                        cpu_cell(o.gateway_cpu_us),
                         o.per_sec / base
                     );
                 }
@@ -640,8 +675,8 @@ fn report(a: &Args, r: &[Outcome]) -> String {
         s.push('\n');
     }
     let _ = writeln!(s, "**Reading a product (`GET /products/{{sku}}`, a random SKU of {SKUS})**\n");
-    let _ = writeln!(s, "| clients | cache | reads/s | p50 (ms) | p99 (ms) | errors | idle CPU | hit ratio | vs no cache |");
-    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| clients | cache | reads/s | p50 (ms) | p99 (ms) | errors | idle CPU | gateway CPU per read | hit ratio | vs no cache |");
+    let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &a.clients {
         let base = find(r, "GET /products/{sku}, no cache", "notify", c).map(|o| o.per_sec).unwrap_or(f64::NAN);
         for (label, name) in [("GET /products/{sku}, Redis cache", "Redis"), ("GET /products/{sku}, no cache", "none")] {
@@ -649,18 +684,23 @@ fn report(a: &Args, r: &[Outcome]) -> String {
                 let ratio = o.hit_ratio.map(|h| format!("{:.1}%", 100.0 * h)).unwrap_or_else(|| "–".into());
                 let _ = writeln!(
                     s,
-                    "| {c} | {name} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {ratio} | {:.2}× |",
+                    "| {c} | {name} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {} | {ratio} | {:.2}× |",
                     o.per_sec,
                     o.p50_us as f64 / 1000.0,
                     o.p99_us as f64 / 1000.0,
                     o.errors,
                     o.idle_pct,
+                    cpu_cell(o.gateway_cpu_us),
                     o.per_sec / base
                 );
             }
         }
     }
     s
+}
+
+fn cpu_cell(us: Option<f64>) -> String {
+    us.map(|u| format!("{u:.0} µs")).unwrap_or_else(|| "–".into())
 }
 
 const COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#38a169", "#805ad5"];
