@@ -23,14 +23,6 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub const TAG_CATALOG: &str = "catalog";
-pub const TAG_ACCOUNTS: &str = "accounts";
-pub const TAG_ORDERS: &str = "orders";
-pub const TAG_PAYMENTS: &str = "payments";
-pub const TAG_OPERATIONS: &str = "operations";
-pub const TAG_DASHBOARD: &str = "dashboard";
-pub const TAG_SERVICE: &str = "service";
-
 #[derive(OpenApi)]
 #[openapi(
     info(
