@@ -291,6 +291,11 @@ impl Cache {
         }
     }
 
+    /// Configured and not failing (as far as the last command knows).
+    pub fn is_up(&self) -> bool {
+        self.enabled() && !self.degraded.load(Ordering::Relaxed)
+    }
+
     /// hits / (hits + misses) since start; NaN before any read.
     pub fn hit_ratio(&self) -> f64 {
         let h = self.hits.load(Ordering::Relaxed) as f64;

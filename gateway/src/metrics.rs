@@ -60,6 +60,7 @@ pub fn render(state: &AppState) -> String {
     metrics::gauge!("storefront_gateway_db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
     let ratio = state.cache.hit_ratio();
     metrics::gauge!("storefront_gateway_cache_hit_ratio").set(if ratio.is_nan() { 0.0 } else { ratio });
+    metrics::gauge!("storefront_gateway_cache_up").set(if state.cache.is_up() { 1.0 } else { 0.0 });
     metrics::gauge!("storefront_gateway_cache_hits").set(state.cache.hits.load(Ordering::Relaxed) as f64);
     metrics::gauge!("storefront_gateway_cache_misses").set(state.cache.misses.load(Ordering::Relaxed) as f64);
     metrics::gauge!("storefront_gateway_event_streams").set(state.streams.load(Ordering::Relaxed) as f64);
