@@ -673,6 +673,7 @@ async fn service_endpoints() {
         "storefront_gateway_cache_requests_total{result=\"hit\"}",
         "storefront_gateway_event_streams",
         "storefront_gateway_listener_up 1",
+        "storefront_gateway_cache_up 1",
     ] {
         assert!(m.text.contains(needle), "metrics lack {needle}:\n{}", m.text);
     }

@@ -142,7 +142,8 @@ async fn redis_stopped_mid_run_reads_still_succeed() {
     let r = gw.get("/readyz", None).await;
     assert_eq!(r.status, 200);
     assert_eq!((r.body["status"].as_str(), r.body["redis"].as_str()), (Some("degraded"), Some("down")));
-    assert!(gw.get("/metrics", None).await.text.contains("storefront_gateway_cache_errors_total"));
+    let m = gw.get("/metrics", None).await.text;
+    assert!(m.contains("storefront_gateway_cache_errors_total") && m.contains("storefront_gateway_cache_up 0"), "{m}");
 
     // Redis back on the same port: the cache is used again
     let port = redis.port;
