@@ -23,8 +23,9 @@
 //!      on connections made as the gateway makes them: BEGIN + the role +
 //!      the acting customer in one round trip, then place_order, then COMMIT;
 //!    - "HTTP, through the gateway": POST /orders with a customer token;
-//! 2. GET /products/{sku} for a random SKU of the 2,000, with the Redis
-//!    cache and without it (in notify mode only).
+//! 2. GET /products/{sku} (or, with --read stock, GET /products/{sku}/stock)
+//!    for a random SKU of the 2,000, with the Redis cache and without it
+//!    (in notify mode only).
 //!
 //! The order cases run in two passes, the paths in rotating order, and the
 //! better pass of each is reported (as benches/src/bin/load.rs does): on a
@@ -58,13 +59,15 @@ struct Args {
     seconds: u64,
     clients: Vec<usize>,
     events: Vec<String>,
+    /// product: GET /products/{sku}; stock: GET /products/{sku}/stock
+    read: String,
     out: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: gateway-load --url postgres://USER:PW@HOST:PORT --redis redis://HOST:PORT/ [--gateway-bin PATH] \
-         [--port 28832] [--seconds 10] [--clients 8,32] [--events notify,relay] [--out DIR]"
+         [--port 28832] [--seconds 10] [--clients 8,32] [--events notify,relay] [--read product|stock] [--out DIR]"
     );
     std::process::exit(2)
 }
@@ -79,6 +82,7 @@ fn parse_args() -> Args {
         seconds: 10,
         clients: vec![8, 32],
         events: vec!["notify".into(), "relay".into()],
+        read: "product".into(),
         out: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -95,6 +99,12 @@ fn parse_args() -> Args {
             "--events" => {
                 a.events = val.split(',').map(str::to_string).collect();
                 if a.events.iter().any(|e| e != "notify" && e != "relay") {
+                    usage()
+                }
+            }
+            "--read" => {
+                a.read = val.clone();
+                if a.read != "product" && a.read != "stock" {
                     usage()
                 }
             }
@@ -464,12 +474,14 @@ impl Op for HttpOrder {
 struct HttpRead {
     client: reqwest::Client,
     base: String,
+    /// "" (the product) or "/stock"
+    suffix: &'static str,
 }
 
 impl Op for HttpRead {
     async fn call(&mut self, rng: &mut SmallRng) -> Result<Done, String> {
         let sku = rng.gen_range(1..=SKUS);
-        let r = self.client.get(format!("{}/products/B-{sku}", self.base)).send().await.map_err(|e| e.to_string())?;
+        let r = self.client.get(format!("{}/products/B-{sku}{}", self.base, self.suffix)).send().await.map_err(|e| e.to_string())?;
         let status = r.status();
         let cache = r.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let _ = r.bytes().await.map_err(|e| e.to_string())?;
@@ -578,12 +590,13 @@ async fn main() {
     eprintln!("\nreading products");
     for cached in [true, false] {
         let gw = GatewayProc::start(&a, cached, max_clients).await;
-        let label = if cached { "GET /products/{sku}, Redis cache" } else { "GET /products/{sku}, no cache" };
+        let label = if cached { READ_CACHED } else { READ_UNCACHED };
+        let suffix = if a.read == "stock" { "/stock" } else { "" };
         for &clients in &a.clients {
             let base = gw.url.clone();
             let r = run(label, clients, a.seconds, Some(gw.child.id()), |_| {
                 let base = base.clone();
-                async move { HttpRead { client: http_client(), base } }
+                async move { HttpRead { client: http_client(), base, suffix } }
             })
             .await;
             results.push(Outcome {
@@ -613,6 +626,17 @@ async fn main() {
     }
     let admin = pool(&db_url(&a.url, "postgres"), 1).await;
     let _ = admin.execute(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)").as_str()).await;
+}
+
+const READ_CACHED: &str = "reads, Redis cache";
+const READ_UNCACHED: &str = "reads, no cache";
+
+fn read_route(a: &Args) -> &'static str {
+    if a.read == "stock" {
+        "GET /products/{sku}/stock"
+    } else {
+        "GET /products/{sku}"
+    }
 }
 
 const ORDER_PATHS: [&str; 3] = ["SQL, place_order", "SQL, the gateway's transaction", "HTTP, through the gateway"];
@@ -674,12 +698,12 @@ fn report(a: &Args, r: &[Outcome]) -> String {
         }
         s.push('\n');
     }
-    let _ = writeln!(s, "**Reading a product (`GET /products/{{sku}}`, a random SKU of {SKUS})**\n");
+    let _ = writeln!(s, "**Reading a product (`{}`, a random SKU of {SKUS})**\n", read_route(a));
     let _ = writeln!(s, "| clients | cache | reads/s | p50 (ms) | p99 (ms) | errors | idle CPU | gateway CPU per read | hit ratio | vs no cache |");
     let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &a.clients {
-        let base = find(r, "GET /products/{sku}, no cache", "notify", c).map(|o| o.per_sec).unwrap_or(f64::NAN);
-        for (label, name) in [("GET /products/{sku}, Redis cache", "Redis"), ("GET /products/{sku}, no cache", "none")] {
+        let base = find(r, READ_UNCACHED, "notify", c).map(|o| o.per_sec).unwrap_or(f64::NAN);
+        for (label, name) in [(READ_CACHED, "Redis"), (READ_UNCACHED, "none")] {
             if let Some(o) = find(r, label, "notify", c) {
                 let ratio = o.hit_ratio.map(|h| format!("{:.1}%", 100.0 * h)).unwrap_or_else(|| "–".into());
                 let _ = writeln!(
@@ -790,12 +814,12 @@ fn orders_svg(a: &Args, r: &[Outcome]) -> String {
 }
 
 fn reads_svg(a: &Args, r: &[Outcome]) -> String {
-    let labels = ["GET /products/{sku}, Redis cache", "GET /products/{sku}, no cache"];
+    let labels = [READ_CACHED, READ_UNCACHED];
     let mut groups = Vec::new();
     let mut values = Vec::new();
     for &c in &a.clients {
         groups.push(format!("{c} clients"));
         values.push(labels.iter().map(|l| find(r, l, "notify", c).map(|o| o.per_sec).unwrap_or(f64::NAN)).collect());
     }
-    bar_chart("Reading a product: with and without the cache", &groups, &["Redis cache", "no cache"], &values, "reads/s")
+    bar_chart(&format!("{}: with and without the cache", read_route(a)), &groups, &["Redis cache", "no cache"], &values, "reads/s")
 }
