@@ -12,6 +12,45 @@
 
 \echo Use "ALTER EXTENSION storefront UPDATE TO '0.2.0'" to load this file. \quit
 
+-- The schema named in the control file: CREATE EXTENSION creates it, or
+-- takes one that already exists as it finds it. Every name in this script,
+-- and in the functions it creates with search_path = @extschema@, pg_temp,
+-- is looked up there, so refuse a schema that a role other than a superuser
+-- owns or may create objects in, or that holds a function, operator, type
+-- or relation of such a role: it could put objects there that the
+-- extension's SECURITY DEFINER functions would use with their owner's
+-- rights. Everything here is qualified, as the schema is not trusted yet.
+DO $guard$
+BEGIN
+    IF EXISTS (
+        SELECT FROM pg_catalog.pg_namespace n
+        JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) n.nspowner
+        WHERE n.nspname OPERATOR(pg_catalog.=) '@extschema@'
+          AND (NOT o.rolsuper
+               OR EXISTS (SELECT FROM pg_catalog.aclexplode(n.nspacl) a
+                          WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+                            AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner)
+               OR EXISTS (SELECT FROM pg_catalog.pg_proc p
+                          JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.proowner
+                          WHERE p.pronamespace OPERATOR(pg_catalog.=) n.oid AND NOT r.rolsuper)
+               OR EXISTS (SELECT FROM pg_catalog.pg_operator p
+                          JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) p.oprowner
+                          WHERE p.oprnamespace OPERATOR(pg_catalog.=) n.oid AND NOT r.rolsuper)
+               OR EXISTS (SELECT FROM pg_catalog.pg_type t
+                          JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) t.typowner
+                          WHERE t.typnamespace OPERATOR(pg_catalog.=) n.oid AND NOT r.rolsuper)
+               OR EXISTS (SELECT FROM pg_catalog.pg_class c
+                          JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) c.relowner
+                          WHERE c.relnamespace OPERATOR(pg_catalog.=) n.oid AND NOT r.rolsuper)))
+    THEN
+        RAISE EXCEPTION 'schema "@extschema@" is not safe for extension storefront'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The schema and every function, operator, type and relation in it must belong to a superuser, and no other role may create objects in it; otherwise that role could place objects there that the extension''s functions would use with their owner''s rights.',
+                  HINT = 'Drop what other roles own in the schema, revoke CREATE on it from them and make a superuser its owner (or drop the schema), then run the command again.';
+    END IF;
+END
+$guard$;
+
 -- ------------------------------------------------------------ money --
 -- Prices are bounded (at most 10^12 minor units), so no order total can
 -- overflow; upsert_product() refuses higher prices with 22003. An upgrade

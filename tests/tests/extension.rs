@@ -173,3 +173,55 @@ async fn dump_and_restore_round_trip() {
         .unwrap();
     assert!(authed.is_some(), "restored customer can sign in");
 }
+
+/// CREATE EXTENSION refuses a storefront schema that another role owns or
+/// may create objects in, and changes nothing; a superuser's empty schema
+/// (what CREATE EXTENSION makes, or pg_restore) is fine.
+#[tokio::test]
+async fn create_extension_refuses_a_schema_another_role_controls() {
+    let pool = empty_db("sf_ext_hostile_schema").await;
+    pool.execute(
+        "DROP ROLE IF EXISTS sf_schema_squatter;
+         CREATE ROLE sf_schema_squatter;
+         GRANT CREATE ON DATABASE sf_ext_hostile_schema TO sf_schema_squatter;",
+    )
+    .await
+    .unwrap();
+    let refused = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            pool.execute(sql).await.unwrap();
+            let err = pool.execute("CREATE EXTENSION storefront").await.expect_err("a schema another role controls");
+            let pe = pg_err(&err).unwrap();
+            assert_eq!(pe.code, "42501", "{sql}: {pe:?}");
+            assert_eq!(pe.message, "schema \"storefront\" is not safe for extension storefront");
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_extension WHERE extname = 'storefront'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(n, 0, "{sql}: nothing installed");
+        }
+    };
+    // owned by another role
+    refused("SET ROLE sf_schema_squatter; CREATE SCHEMA storefront; RESET ROLE;").await;
+    // a superuser's schema where another role may create objects
+    refused("DROP SCHEMA storefront; CREATE SCHEMA storefront; GRANT CREATE ON SCHEMA storefront TO sf_schema_squatter;").await;
+    // CREATE taken back, but a function of that role is still there
+    refused(
+        "SET ROLE sf_schema_squatter;
+         CREATE FUNCTION storefront.btrim(character) RETURNS text LANGUAGE sql AS 'SELECT 1::text';
+         RESET ROLE;
+         REVOKE CREATE ON SCHEMA storefront FROM sf_schema_squatter;",
+    )
+    .await;
+    // a superuser's empty schema, as pg_restore makes it before CREATE EXTENSION
+    pool.execute("DROP SCHEMA storefront CASCADE; CREATE SCHEMA storefront;").await.unwrap();
+    pool.execute("CREATE EXTENSION storefront").await.expect("a superuser's empty schema");
+    pool.execute("DROP EXTENSION storefront; DROP SCHEMA storefront; REVOKE ALL ON DATABASE sf_ext_hostile_schema FROM sf_schema_squatter;")
+        .await
+        .unwrap();
+    pool.close().await;
+    let admin = connect("postgres", 1).await;
+    admin.execute("DROP DATABASE sf_ext_hostile_schema WITH (FORCE)").await.unwrap();
+    admin.execute("DROP ROLE sf_schema_squatter").await.unwrap();
+}
