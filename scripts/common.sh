@@ -195,6 +195,11 @@ prepare_upgrade_kit() {
   local kit
   kit="$(cluster_base)/upgrade-kit"
   say "preparing the upgrade kit in $kit"
+  # a cluster an interrupted test left running in the old kit goes first
+  if [ -f "$kit/data/postmaster.pid" ]; then
+    sudo -u postgres "$kit/pg/usr/lib/postgresql/15/bin/pg_ctl" -D "$kit/data" -m immediate -w stop >/dev/null 2>&1 \
+      || kill -9 "$(head -1 "$kit/data/postmaster.pid")" 2>/dev/null || true
+  fi
   rm -rf "$kit"
   mkdir -p "$kit/pg/usr/lib/postgresql" "$kit/pg/usr/share/postgresql" "$kit/releases"
   cp -a /usr/lib/postgresql/15 "$kit/pg/usr/lib/postgresql/"

@@ -53,13 +53,13 @@ say "rollups of the demo events, and pg_cron jobs for expiry and maintenance"
 psql -X -q -v ON_ERROR_STOP=1 -d storefront_demo <<'SQL'
 SELECT storefront.create_rollup('events_hourly', 'storefront.event', 'at', '1 hour', '{kind}', '{count}', 'analytics');
 SELECT storefront.create_rollup('events_daily', 'analytics.events_hourly', NULL, '1 day', '{kind}', '{count}', 'analytics');
-SELECT * FROM storefront.run_maintenance();
+CALL storefront.run_maintenance();
 SQL
 psql -X -q -v ON_ERROR_STOP=1 -d postgres <<'SQL'
 SELECT cron.schedule_in_database('storefront-expire', '* * * * *',
                                  'SELECT storefront.expire_reservations()', 'storefront_demo');
 SELECT cron.schedule_in_database('storefront-maintenance', '*/5 * * * *',
-                                 'SELECT * FROM storefront.run_maintenance()', 'storefront_demo');
+                                 'CALL storefront.run_maintenance()', 'storefront_demo');
 SQL
 
 say "showcase"

@@ -7,7 +7,8 @@
 -- No key and no foreign key: events are facts about visitors who may be
 -- anonymous (customer_id NULL) and outlive the rows they mention; a BRIN
 -- index on `at` in each partition serves time ranges at almost no
--- ingestion cost.
+-- ingestion cost. Its ranges are four pages (summarized as they fill), so
+-- a rollup re-aggregating one late-changed hour reads about that hour.
 
 CREATE TABLE event (
     at          timestamptz NOT NULL,
@@ -35,7 +36,7 @@ COMMENT ON TABLE event IS 'Events, partitioned by day on at (see ensure_event_pa
 CREATE FUNCTION ensure_event_partitions(ahead interval DEFAULT '7 days', behind interval DEFAULT '1 day',
                                         from_time timestamptz DEFAULT now())
 RETURNS integer
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
 DECLARE
@@ -73,13 +74,18 @@ BEGIN
             INSERT INTO _event_moving SELECT * FROM moved;
             EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
                            part, d, d + interval '1 day');
-            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at)', part || '_at_brin', part);
+            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at) WITH (pages_per_range = 4, autosummarize = on)',
+                           part || '_at_brin', part);
+            -- rollups of events capture writes straight into the partition too
+            PERFORM @extschema@.rollup_arm(format('@extschema@.%I', part)::regclass);
             INSERT INTO event SELECT * FROM _event_moving;
             TRUNCATE _event_moving;
         ELSE
             EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
                            part, d, d + interval '1 day');
-            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at)', part || '_at_brin', part);
+            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at) WITH (pages_per_range = 4, autosummarize = on)',
+                           part || '_at_brin', part);
+            PERFORM @extschema@.rollup_arm(format('@extschema@.%I', part)::regclass);
         END IF;
         created := created + 1;
     END LOOP;

@@ -102,22 +102,46 @@ COMMENT ON FUNCTION track_events(text[], timestamp with time zone[], bigint[], j
 'Record many events in one call (arrays of equal length) through PostgreSQL''s COPY machinery; NULL times mean now(); props go in exactly as given. Returns how many. Errors: 22023 arrays of different length, a bad kind, props that are not objects; 22008 a time out of range (1970 up to 3000, UTC) or infinite.';
 COMMENT ON FUNCTION rollup_watermark(text) IS
 'The watermark of a rollup: buckets before it are materialized. Used by the real-time views.';
-COMMENT ON FUNCTION rollup_invalidate() IS
-'Internal: statement trigger on rollup sources that logs changes below a rollup watermark for re-aggregation.';
 COMMENT ON FUNCTION set_retention(text, interval) IS
-'Keep this much of ''event'' (whole daily partitions) or of a rollup (its buckets); NULL removes the policy. Errors: 42704 unknown relation, 22023 keep not in (0, 1000 years].';
+'Keep this much of ''event'' (whole daily partitions) or of a rollup (its buckets; the rollup''s owner only); NULL removes the policy. Errors: 42704 unknown relation, 22023 keep not in (0, 1000 years], 42501 not the rollup''s owner.';
 COMMENT ON FUNCTION rollup_bucket(interval, timestamp with time zone) IS
 'The bucket function of rollups: time_bucket(bucket_width, ts), but -infinity for a time whose bucket would start before the timestamp range, so no stored row can make a refresh fail.';
 COMMENT ON FUNCTION apply_retention(timestamp with time zone) IS
-'Drop what the retention policies call too old as of as_of: event partitions whose range ended, rollup buckets before the cutoff. Returns what it dropped per relation.';
-COMMENT ON FUNCTION run_maintenance(timestamp with time zone) IS
-'Periodic maintenance for pg_cron: create event partitions ahead, refresh every rollup (finer first), apply retention.';
+'Apply every retention policy as of as_of, in one transaction: event partitions whose range ended, rollup buckets before the cutoff. Returns what it dropped per relation.';
+COMMENT ON FUNCTION apply_retention_to(text, timestamp with time zone) IS
+'Apply one relation''s retention policy as of as_of (a step of run_maintenance). Returns the partitions or bucket rows dropped, NULL without a policy.';
+COMMENT ON PROCEDURE run_maintenance(timestamp with time zone, interval, integer) IS
+'Periodic maintenance for pg_cron (CALL it): event partitions ahead, every rollup brought up to date (finer first), retention; each step in its own transaction, waiting at most lock_wait for a lock; a failing step is logged and the rest run. Errors: 25001 inside a transaction block, 22023 bad arguments.';
+COMMENT ON FUNCTION maintenance_begin() IS
+'Internal (run_maintenance): refuse a transaction block, trim the log, return the run''s id.';
+COMMENT ON FUNCTION maintenance_note(bigint, text, timestamp with time zone, boolean, bigint, text, text) IS
+'Internal (run_maintenance): log one step and say it (NOTICE, or WARNING when it failed).';
+COMMENT ON FUNCTION maintenance_rollups() IS
+'Internal (run_maintenance): rollups in refresh order, finer before coarser.';
+COMMENT ON FUNCTION maintenance_retention_relations() IS
+'Internal (run_maintenance): the relations with a retention policy.';
+COMMENT ON FUNCTION maintenance_report(integer) IS
+'The steps of the last runs of run_maintenance: when, how long, rows, and the SQLSTATE and message of a failure.';
 COMMENT ON FUNCTION create_rollup(text, regclass, text, interval, text[], text[], text) IS
-'Define a rollup of a source (or of a finer rollup) in buckets of bucket_width, grouped by group_columns, keeping aggregates (count, sum(c), min(c), max(c), avg(c)). Creates schema.name_buckets and the real-time view schema.name. Errors: 22023 bad name, width or aggregate, 42P01 unknown source, 42703 unknown column, 23505 name taken.';
+'Define a rollup of a table (or of a finer rollup) in buckets of bucket_width, grouped by group_columns, keeping aggregates (count, sum(c), min(c), max(c), avg(c)). Creates schema.name_buckets, name_deltas, the real-time view schema.name and the Grafana view name_series, owned by the calling role. Errors: 22023 bad name, width, aggregate or source kind, 42P01 unknown source, 42703 unknown column, 23505 name taken, 42501 no SELECT or TRIGGER on the source, or a schema owned by another role.';
 COMMENT ON FUNCTION refresh_rollup(text, timestamp with time zone) IS
-'Materialize a rollup''s complete buckets up to upto and re-aggregate buckets invalidated by late changes; returns the buckets written. Errors: 42704 unknown rollup.';
+'Materialize a rollup''s complete buckets up to upto, fold in late inserts and re-aggregate buckets that late updates and deletes touched, in the caller''s transaction; returns the bucket rows written. Errors: 42704 unknown rollup, 0A000 under REPEATABLE READ or SERIALIZABLE.';
 COMMENT ON FUNCTION drop_rollup(text) IS
-'Drop a rollup (view, buckets, policy, and source triggers no other rollup needs). Errors: 42704 unknown rollup, 2BP01 a coarser rollup is built on it.';
+'Drop a rollup (views, tables, queued buckets, policy, and source triggers no other rollup needs). Errors: 42704 unknown rollup, 2BP01 a coarser rollup is built on it, 42501 not its owner.';
+COMMENT ON FUNCTION invalidate_rollup(text, timestamp with time zone, timestamp with time zone) IS
+'Queue every bucket of a rollup that source times in [from_time, to_time) touch for re-aggregation at the next refresh, after changes the capture triggers cannot see (ATTACH or DETACH PARTITION, triggers disabled). Returns the buckets queued. Errors: 42704 unknown rollup.';
+COMMENT ON FUNCTION rollup_advance(text, timestamp with time zone) IS
+'A step of run_maintenance: advance a rollup''s watermark to upto; returns the bucket rows written.';
+COMMENT ON FUNCTION rollup_pending_step(text, integer) IS
+'A step of run_maintenance: claim up to batch queued buckets of a rollup (skipping any another refresh holds) and bring them up to date; returns the buckets claimed.';
+COMMENT ON FUNCTION rollup_drop_buckets(text, timestamp with time zone) IS
+'Internal (retention): delete a rollup''s buckets before cutoff, as the rollup''s owner.';
+COMMENT ON FUNCTION rollup_repair(text) IS
+'Internal (upgrades): bring a rollup''s run-time objects up to this version; safe to repeat.';
+COMMENT ON FUNCTION rollup_arm(regclass) IS
+'Internal (ensure_event_partitions): put the capture triggers on a new partition of a rollup source.';
+COMMENT ON FUNCTION rollup_capture() IS
+'Internal: statement trigger on rollup sources and their partitions; late inserts become delta rows, late updates, deletes and truncates queue their buckets.';
 
 COMMENT ON FUNCTION pipeline_status() IS
 'The order pipeline at a glance: live holds, events waiting for the relay and the oldest one''s time, and how far the most lagging rollup''s watermark is behind now.';
@@ -135,7 +159,7 @@ COMMENT ON FUNCTION grant_app_role(regrole) IS
 COMMENT ON FUNCTION grant_catalog_role(regrole) IS
 'Grant a catalog role USAGE on the schema and EXECUTE on the functions listed by catalog_role_functions(): products, prices, sellability, locations, stock and hot-stock mode. Records the role as a catalog role. Idempotent; returns the privileges granted.';
 COMMENT ON FUNCTION grant_operations_role(regrole) IS
-'Grant an operations role USAGE on the schema and EXECUTE on the functions listed by operations_role_functions(): ship, deliver, cancel, expire, read any order, the event relay, maintenance, invariants and dashboards. Records the role as an operations role (it acts for every customer). Idempotent; returns the privileges granted.';
+'Grant an operations role USAGE on the schema and EXECUTE on the functions listed by operations_role_functions(): ship, deliver, cancel, expire, read any order, the event relay, maintenance and rollups, invariants and dashboards; and SELECT on storefront.event (a rollup reads its source as its owner). Records the role as an operations role (it acts for every customer). Idempotent; returns the privileges granted.';
 COMMENT ON FUNCTION grant_analyst_role(regrole) IS
 'Grant a read-only analyst role USAGE on the schema, SELECT on the store''s tables (customer without password_hash) and EXECUTE on the reporting functions listed by analyst_role_functions(). Records the role as an analyst (row-level security shows it every row). Idempotent; returns the privileges granted. Errors: 22004 NULL role, 42704 unknown role.';
 COMMENT ON FUNCTION grant_functions(regrole, regprocedure[], text) IS
@@ -187,11 +211,16 @@ ALTER FUNCTION ship_order(bigint) SET lock_timeout = '2s' SET plan_cache_mode = 
 ALTER FUNCTION deliver_order(bigint) SET lock_timeout = '2s' SET plan_cache_mode = 'force_generic_plan';
 ALTER FUNCTION expire_reservations(timestamp with time zone, integer) SET lock_timeout = '2s' SET plan_cache_mode = 'force_generic_plan';
 
+-- The capture trigger of rollup sources writes the queue of changed
+-- buckets whoever writes the source; what it runs on the user's data runs
+-- as the rollup's owner (rollup/mod.rs, AsOwner).
+ALTER FUNCTION rollup_capture() SECURITY DEFINER SET search_path = @extschema@, pg_temp;
+
 -- ----------------------------------------------------------- privileges --
 -- Nothing that reads or writes store data is callable by PUBLIC; grant
 -- what an application or an analyst needs with grant_app_role() and
 -- grant_analyst_role() (roles.sql).
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;
 -- pure helpers stay public
@@ -202,7 +231,10 @@ GRANT EXECUTE ON FUNCTION max_restock_qty() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION max_price_cents() TO PUBLIC;
 -- row-level security policies call these as the querying role
 GRANT EXECUTE ON FUNCTION acting_customer(), calling_role(), sees_every_customer() TO PUBLIC;
-GRANT EXECUTE ON FUNCTION rollup_bucket(interval, timestamp with time zone) TO PUBLIC;
+-- the real-time views of rollups call these as the querying role
+GRANT EXECUTE ON FUNCTION rollup_bucket(interval, timestamp with time zone), rollup_watermark(text) TO PUBLIC;
+-- the rollups' schema: its objects carry their owners' grants
+GRANT USAGE ON SCHEMA storefront_rollups TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
     time_bucket(interval, timestamp with time zone),
     time_bucket(interval, timestamp without time zone),
@@ -233,7 +265,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['category', 'product', 'sku', 'customer', 'inventory', 'inventory_slot', 'stock_movement',
                              'orders', 'order_line', 'reservation', 'payment',
                              'order_status_history', 'outbox', 'event', 'event_default',
-                             'rollup', 'rollup_invalidation', 'retention_policy', 'role_kind', 'config'] LOOP
+                             'rollup', 'rollup_pending', 'retention_policy', 'role_kind', 'config'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('@extschema@.%I', t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump('@extschema@.location'::regclass, $f$WHERE code <> 'main'$f$);

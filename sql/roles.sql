@@ -154,10 +154,22 @@ AS $$
         '@extschema@.stop_event_relay()',
         '@extschema@.event_relay_status()',
         '@extschema@.pipeline_status()',
-        '@extschema@.run_maintenance(timestamp with time zone)',
+        '@extschema@.run_maintenance(timestamp with time zone, interval, integer)',
+        '@extschema@.maintenance_begin()',
+        '@extschema@.maintenance_note(bigint, text, timestamp with time zone, boolean, bigint, text, text)',
+        '@extschema@.maintenance_rollups()',
+        '@extschema@.maintenance_retention_relations()',
+        '@extschema@.maintenance_report(integer)',
         '@extschema@.ensure_event_partitions(interval, interval, timestamp with time zone)',
+        '@extschema@.create_rollup(text, regclass, text, interval, text[], text[], text)',
+        '@extschema@.drop_rollup(text)',
         '@extschema@.refresh_rollup(text, timestamp with time zone)',
+        '@extschema@.invalidate_rollup(text, timestamp with time zone, timestamp with time zone)',
+        '@extschema@.rollup_advance(text, timestamp with time zone)',
+        '@extschema@.rollup_pending_step(text, integer)',
+        '@extschema@.set_retention(text, interval)',
         '@extschema@.apply_retention(timestamp with time zone)',
+        '@extschema@.apply_retention_to(text, timestamp with time zone)',
         '@extschema@.rollup_watermark(text)',
         '@extschema@.dashboard_page_views(timestamp with time zone, timestamp with time zone, interval)',
         '@extschema@.dashboard_orders(timestamp with time zone, timestamp with time zone, interval)',
@@ -296,6 +308,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT g.privilege, g.object
     FROM @extschema@.grant_functions(role_name, @extschema@.operations_role_functions(), 'operations') g
+    UNION ALL
+    -- rollups read their source as their owner: operations may aggregate events
+    SELECT g.privilege, g.object
+    FROM @extschema@.grant_table_reads(role_name, ARRAY['@extschema@.event'::regclass]) g
 $$;
 
 CREATE FUNCTION grant_analyst_role(role_name regrole)

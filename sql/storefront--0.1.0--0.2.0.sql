@@ -410,7 +410,7 @@ $$;
 CREATE OR REPLACE FUNCTION ensure_event_partitions(ahead interval DEFAULT '7 days', behind interval DEFAULT '1 day',
                                         from_time timestamptz DEFAULT now())
 RETURNS integer
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
 DECLARE
@@ -448,13 +448,18 @@ BEGIN
             INSERT INTO _event_moving SELECT * FROM moved;
             EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
                            part, d, d + interval '1 day');
-            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at)', part || '_at_brin', part);
+            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at) WITH (pages_per_range = 4, autosummarize = on)',
+                           part || '_at_brin', part);
+            -- rollups of events capture writes straight into the partition too
+            PERFORM @extschema@.rollup_arm(format('@extschema@.%I', part)::regclass);
             INSERT INTO event SELECT * FROM _event_moving;
             TRUNCATE _event_moving;
         ELSE
             EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.event FOR VALUES FROM (%L) TO (%L)',
                            part, d, d + interval '1 day');
-            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at)', part || '_at_brin', part);
+            EXECUTE format('CREATE INDEX %I ON @extschema@.%I USING brin (at) WITH (pages_per_range = 4, autosummarize = on)',
+                           part || '_at_brin', part);
+            PERFORM @extschema@.rollup_arm(format('@extschema@.%I', part)::regclass);
         END IF;
         created := created + 1;
     END LOOP;
@@ -472,18 +477,31 @@ CREATE FUNCTION rollup_bucket(bucket_width interval, ts timestamptz) RETURNS tim
 
 CREATE OR REPLACE FUNCTION set_retention(relation text, keep interval)
 RETURNS void
-LANGUAGE plpgsql VOLATILE
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
 #variable_conflict use_column
+DECLARE
+    owner oid;
 BEGIN
     IF set_retention.relation IS NULL
-       OR (set_retention.relation <> 'event' AND NOT EXISTS (SELECT 1 FROM rollup r WHERE r.name = set_retention.relation)) THEN
-        RAISE EXCEPTION 'retention applies to "event" or a rollup, not "%"', coalesce(set_retention.relation, 'NULL')
+       OR (set_retention.relation <> 'event' AND NOT EXISTS (SELECT 1 FROM @extschema@.rollup r WHERE r.name = set_retention.relation)) THEN
+        RAISE EXCEPTION 'retention applies to "event" or a rollup, not "%"', left(coalesce(set_retention.relation, 'NULL'), 64)
             USING ERRCODE = 'undefined_object';
     END IF;
+    IF set_retention.relation <> 'event' THEN
+        SELECT c.relowner INTO owner
+        FROM @extschema@.rollup r
+        JOIN pg_catalog.pg_namespace n ON n.nspname = r.target_schema
+        JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = r.name || '_buckets'
+        WHERE r.name = set_retention.relation;
+        IF owner IS NOT NULL AND NOT pg_catalog.pg_has_role(@extschema@.calling_role(), owner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of rollup "%"', set_retention.relation
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
     IF set_retention.keep IS NULL THEN
-        DELETE FROM retention_policy p WHERE p.relation = set_retention.relation;
+        DELETE FROM @extschema@.retention_policy p WHERE p.relation = set_retention.relation;
         RETURN;
     END IF;
     IF set_retention.keep <= interval '0' OR set_retention.keep > interval '1000 years' THEN
@@ -491,7 +509,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('The interval given was %s.', set_retention.keep);
     END IF;
-    INSERT INTO retention_policy AS p (relation, keep) VALUES (set_retention.relation, set_retention.keep)
+    INSERT INTO @extschema@.retention_policy AS p (relation, keep) VALUES (set_retention.relation, set_retention.keep)
     ON CONFLICT (relation) DO UPDATE SET keep = excluded.keep;
 END
 $$;
@@ -698,10 +716,22 @@ AS $$
         '@extschema@.stop_event_relay()',
         '@extschema@.event_relay_status()',
         '@extschema@.pipeline_status()',
-        '@extschema@.run_maintenance(timestamp with time zone)',
+        '@extschema@.run_maintenance(timestamp with time zone, interval, integer)',
+        '@extschema@.maintenance_begin()',
+        '@extschema@.maintenance_note(bigint, text, timestamp with time zone, boolean, bigint, text, text)',
+        '@extschema@.maintenance_rollups()',
+        '@extschema@.maintenance_retention_relations()',
+        '@extschema@.maintenance_report(integer)',
         '@extschema@.ensure_event_partitions(interval, interval, timestamp with time zone)',
+        '@extschema@.create_rollup(text, regclass, text, interval, text[], text[], text)',
+        '@extschema@.drop_rollup(text)',
         '@extschema@.refresh_rollup(text, timestamp with time zone)',
+        '@extschema@.invalidate_rollup(text, timestamp with time zone, timestamp with time zone)',
+        '@extschema@.rollup_advance(text, timestamp with time zone)',
+        '@extschema@.rollup_pending_step(text, integer)',
+        '@extschema@.set_retention(text, interval)',
         '@extschema@.apply_retention(timestamp with time zone)',
+        '@extschema@.apply_retention_to(text, timestamp with time zone)',
         '@extschema@.rollup_watermark(text)',
         '@extschema@.dashboard_page_views(timestamp with time zone, timestamp with time zone, interval)',
         '@extschema@.dashboard_orders(timestamp with time zone, timestamp with time zone, interval)',
@@ -837,6 +867,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT g.privilege, g.object
     FROM @extschema@.grant_functions(role_name, @extschema@.operations_role_functions(), 'operations') g
+    UNION ALL
+    -- rollups read their source as their owner: operations may aggregate events
+    SELECT g.privilege, g.object
+    FROM @extschema@.grant_table_reads(role_name, ARRAY['@extschema@.event'::regclass]) g
 $$;
 
 CREATE OR REPLACE FUNCTION grant_analyst_role(role_name regrole)
@@ -1141,3 +1175,498 @@ REVOKE ALL ON FUNCTION acting_customer(), calling_role(), check_acting_customer(
     order_details(bigint), order_events(bigint, integer), order_customer(bigint), pipeline_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION acting_customer(), calling_role(), sees_every_customer() TO PUBLIC;
 REVOKE ALL ON TABLE role_kind, config FROM PUBLIC;
+
+-- -------------------------------------------------- rollups, maintenance --
+-- Rollups are refreshed by what changed, not by the span it covers:
+-- * late inserts are aggregated per bucket at write time into
+--   <name>_deltas and merged at refresh; late updates, deletes and
+--   truncates queue exactly the buckets they touched (rollup_pending), which
+--   the refresh re-aggregates. rollup_invalidation (one [min, max] range per
+--   statement) goes; its ranges are queued as dirty buckets below.
+-- * the capture triggers are one statement trigger per operation on the
+--   source and on every partition (writes straight into a partition were
+--   missed), plus TRUNCATE (was missed); the source is kept by OID (a
+--   rename broke the rollup).
+-- * refreshes and capture run every statement on user tables as the
+--   bucket table's owner in a security-restricted operation; create_rollup
+--   refuses a schema owned by another role; the default schema
+--   storefront_rollups belongs to the extension.
+-- * run_maintenance becomes a procedure that commits after each step and
+--   logs each step's outcome (maintenance_log); a failing step no longer
+--   stops the others. pg_cron jobs must now run
+--   CALL storefront.run_maintenance() (a NOTICE below names the jobs).
+
+-- the default rollup schema: adopted when 0.1.0's create_rollup made it
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'storefront_rollups') THEN
+        ALTER SCHEMA storefront_rollups OWNER TO CURRENT_USER;
+        ALTER EXTENSION storefront ADD SCHEMA storefront_rollups;
+    ELSE
+        CREATE SCHEMA storefront_rollups;
+    END IF;
+END
+$$;
+COMMENT ON SCHEMA storefront_rollups IS 'Rollups'' bucket tables and views (create_rollup''s default schema).';
+GRANT USAGE ON SCHEMA storefront_rollups TO PUBLIC;
+
+-- sources by OID; a rollup whose source is gone cannot be kept
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT x.name, x.source FROM @extschema@.rollup x WHERE pg_catalog.to_regclass(x.source) IS NULL LOOP
+        RAISE EXCEPTION 'the source % of rollup "%" does not exist', r.source, r.name
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Drop the rollup with 0.1.0''s drop_rollup(), then update.';
+    END LOOP;
+END
+$$;
+ALTER TABLE @extschema@.rollup ALTER COLUMN source TYPE regclass USING pg_catalog.to_regclass(source);
+
+CREATE TABLE rollup_pending (
+    rollup_name text        NOT NULL REFERENCES rollup (name) ON DELETE CASCADE,
+    bucket      timestamptz NOT NULL,
+    dirty       boolean     NOT NULL,
+    PRIMARY KEY (rollup_name, bucket)
+);
+
+CREATE SEQUENCE maintenance_run_seq;
+CREATE TABLE maintenance_log (
+    run_id      bigint      NOT NULL,
+    step        text        NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    ok          boolean     NOT NULL,
+    rows        bigint,
+    sqlstate    text,
+    message     text,
+    PRIMARY KEY (run_id, step)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.rollup_pending', '');
+
+-- rollup_watermark() is called by every reader of a real-time view
+-- create_rollup, refresh_rollup and drop_rollup run as the extension's owner now
+CREATE OR REPLACE FUNCTION "create_rollup"(
+	"name" TEXT,
+	"source" regclass,
+	"time_column" TEXT,
+	"bucket_width" interval,
+	"group_columns" TEXT[] DEFAULT '{}',
+	"aggregates" TEXT[] DEFAULT '{count}',
+	"schema" TEXT DEFAULT 'storefront_rollups'
+) RETURNS TEXT
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'create_rollup_wrapper';
+CREATE OR REPLACE FUNCTION "refresh_rollup"(
+	"name" TEXT,
+	"upto" timestamp with time zone DEFAULT now()
+) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'refresh_rollup_wrapper';
+CREATE OR REPLACE FUNCTION "drop_rollup"(
+	"name" TEXT
+) RETURNS bool
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'drop_rollup_wrapper';
+CREATE FUNCTION "invalidate_rollup"(
+	"name" TEXT,
+	"from_time" timestamp with time zone DEFAULT '-infinity',
+	"to_time" timestamp with time zone DEFAULT 'infinity'
+) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'invalidate_rollup_wrapper';
+CREATE FUNCTION "rollup_advance"(
+	"name" TEXT,
+	"upto" timestamp with time zone DEFAULT now()
+) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rollup_advance_wrapper';
+CREATE FUNCTION "rollup_pending_step"(
+	"name" TEXT,
+	"batch" INT DEFAULT 1000
+) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rollup_pending_step_wrapper';
+CREATE FUNCTION "rollup_drop_buckets"(
+	"name" TEXT,
+	"cutoff" timestamp with time zone
+) RETURNS bigint
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rollup_drop_buckets_wrapper';
+CREATE FUNCTION "rollup_repair"(
+	"name" TEXT
+) RETURNS bool
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rollup_repair_wrapper';
+CREATE FUNCTION "rollup_arm"(
+	"relation" regclass
+) RETURNS bool
+VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rollup_arm_wrapper';
+CREATE FUNCTION "maintenance_begin"() RETURNS bigint
+STRICT VOLATILE SECURITY DEFINER PARALLEL UNSAFE
+SET search_path TO @extschema@, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'maintenance_begin_wrapper';
+CREATE FUNCTION rollup_capture()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'rollup_capture_wrapper';
+ALTER FUNCTION rollup_capture() SECURITY DEFINER SET search_path = @extschema@, pg_temp;
+
+-- retention: one relation per call (a maintenance step); rollup buckets deleted as the rollup's owner
+CREATE FUNCTION apply_retention_to(relation text, as_of timestamptz DEFAULT now())
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p       record;
+    part    record;
+    cutoff  timestamptz;
+    n       bigint := 0;
+BEGIN
+    IF as_of IS NULL OR NOT pg_catalog.isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO p FROM @extschema@.retention_policy rp WHERE rp.relation = apply_retention_to.relation FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    cutoff := as_of - p.keep;
+    IF p.relation = 'event' THEN
+        FOR part IN
+            SELECT c.oid::regclass AS rel,
+                   (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz AS upper
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+            WHERE i.inhparent = '@extschema@.event'::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+            ORDER BY 2
+        LOOP
+            CONTINUE WHEN part.upper IS NULL OR part.upper > cutoff;
+            EXECUTE format('DROP TABLE %s', part.rel);
+            n := n + 1;
+        END LOOP;
+        DELETE FROM @extschema@.event_default e WHERE e.at < cutoff;
+    ELSE
+        n := @extschema@.rollup_drop_buckets(p.relation, cutoff);
+    END IF;
+    UPDATE @extschema@.retention_policy rp SET horizon = greatest(rp.horizon, cutoff) WHERE rp.relation = p.relation;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION apply_retention(as_of timestamptz DEFAULT now())
+RETURNS TABLE (relation text, dropped bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p record;
+BEGIN
+    FOR p IN SELECT rp.relation FROM @extschema@.retention_policy rp ORDER BY 1 LOOP
+        relation := p.relation;
+        dropped := @extschema@.apply_retention_to(p.relation, as_of);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION maintenance_rollups()
+RETURNS TABLE (name text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+    WITH RECURSIVE d AS (
+        SELECT x.name, 0 AS depth FROM @extschema@.rollup x WHERE x.source_rollup IS NULL
+        UNION ALL
+        SELECT x.name, d.depth + 1 FROM @extschema@.rollup x JOIN d ON x.source_rollup = d.name
+    )
+    SELECT d.name FROM d GROUP BY d.name ORDER BY max(d.depth), d.name
+$$;
+
+CREATE FUNCTION maintenance_retention_relations()
+RETURNS TABLE (relation text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$ SELECT p.relation FROM @extschema@.retention_policy p ORDER BY 1 $$;
+
+-- Record one maintenance step (and say it: NOTICE, or WARNING when it
+-- failed). Log rows older than 30 days go at the start of each run.
+CREATE FUNCTION maintenance_note(run_id bigint, step text, started_at timestamptz, ok boolean, rows bigint,
+                                 sqlstate text DEFAULT NULL, message text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+DECLARE
+    ms numeric := round(extract(epoch FROM clock_timestamp() - started_at) * 1000, 1);
+BEGIN
+    INSERT INTO @extschema@.maintenance_log AS l (run_id, step, started_at, finished_at, ok, rows, sqlstate, message)
+    VALUES (run_id, left(step, 200), started_at, clock_timestamp(), ok, rows, sqlstate, left(message, 2000))
+    ON CONFLICT ON CONSTRAINT maintenance_log_pkey DO UPDATE
+        SET finished_at = excluded.finished_at, ok = l.ok AND excluded.ok,
+            rows = excluded.rows, sqlstate = excluded.sqlstate, message = excluded.message;
+    IF ok THEN
+        RAISE NOTICE 'maintenance %: % done (% rows, % ms)', run_id, step, coalesce(rows, 0), ms;
+    ELSE
+        RAISE WARNING 'maintenance %: % failed: % (SQLSTATE %)', run_id, step, message, sqlstate;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION maintenance_report(runs integer DEFAULT 1)
+RETURNS TABLE (run_id bigint, step text, started_at timestamptz, duration interval, ok boolean, rows bigint,
+               sqlstate text, message text)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+    SELECT l.run_id, l.step, l.started_at, l.finished_at - l.started_at, l.ok, l.rows, l.sqlstate, l.message
+    FROM @extschema@.maintenance_log l
+    WHERE l.run_id IN (SELECT DISTINCT x.run_id FROM @extschema@.maintenance_log x
+                       ORDER BY x.run_id DESC LIMIT greatest(coalesce(runs, 1), 0))
+    ORDER BY l.run_id DESC, l.started_at, l.step
+$$;
+
+DROP FUNCTION run_maintenance(timestamp with time zone);
+-- Everything periodic: create event partitions ahead, bring every rollup
+-- up to date (finer before coarser: advance the watermark, then queued
+-- buckets in batches), apply each retention policy. Each step commits on
+-- its own and waits at most lock_wait for a lock; a step that fails is
+-- logged (maintenance_log, a WARNING) and the others still run. Schedule
+-- it with pg_cron: CALL storefront.run_maintenance().
+--
+-- A procedure that commits cannot have a SET clause, so this one pins its
+-- search_path with set_config() at the start of every transaction and
+-- qualifies every name.
+CREATE PROCEDURE run_maintenance(as_of timestamptz DEFAULT NULL, lock_wait interval DEFAULT '10 seconds',
+                                 batch integer DEFAULT 1000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    run     pg_catalog.int8;
+    t       pg_catalog.timestamptz;
+    wait_ms pg_catalog.text;
+    r       record;
+    n       pg_catalog.int8;
+    total   pg_catalog.int8;
+    rounds  pg_catalog.int4;
+    started pg_catalog.timestamptz;
+    state   pg_catalog.text;
+    msg     pg_catalog.text;
+    failed  pg_catalog.bool;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    run := storefront.maintenance_begin();
+    IF lock_wait IS NULL OR lock_wait < interval '0' OR lock_wait > interval '1 hour' THEN
+        RAISE EXCEPTION 'lock_wait must be between 0 and 1 hour' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF batch IS NULL OR batch < 1 OR batch > 100000 THEN
+        RAISE EXCEPTION 'batch must be between 1 and 100000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF as_of IS NOT NULL AND NOT pg_catalog.isfinite(as_of) THEN
+        RAISE EXCEPTION 'as_of must be a finite time' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    t := coalesce(as_of, pg_catalog.now());
+    -- lock_timeout takes milliseconds; 0 waits forever, as lock_timeout does
+    wait_ms := pg_catalog.ceil(pg_catalog.date_part('epoch', lock_wait) * 1000)::pg_catalog.int8::pg_catalog.text;
+    COMMIT;
+
+    -- 1. event partitions ahead
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('lock_timeout', wait_ms, true);
+    started := pg_catalog.clock_timestamp();
+    BEGIN
+        n := storefront.ensure_event_partitions(from_time => t);
+        PERFORM storefront.maintenance_note(run, 'partitions', started, true, n);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+        PERFORM storefront.maintenance_note(run, 'partitions', started, false, NULL, state, msg);
+    END;
+    COMMIT;
+
+    -- 2. each rollup: advance, then queued buckets in batches
+    FOR r IN SELECT m.name FROM storefront.maintenance_rollups() m LOOP
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', wait_ms, true);
+        started := pg_catalog.clock_timestamp();
+        failed := false;
+        state := NULL;
+        msg := NULL;
+        BEGIN
+            total := storefront.rollup_advance(r.name, t);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            failed := true;
+            total := NULL;
+        END;
+        COMMIT;
+        rounds := 0;
+        WHILE NOT failed LOOP
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            PERFORM pg_catalog.set_config('lock_timeout', wait_ms, true);
+            BEGIN
+                n := storefront.rollup_pending_step(r.name, batch);
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+                failed := true;
+                n := 0;
+            END;
+            COMMIT;
+            total := total + n;
+            rounds := rounds + 1;
+            -- late data arriving faster than it is merged waits for the next run
+            EXIT WHEN n < batch OR rounds >= 1000;
+        END LOOP;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM storefront.maintenance_note(run, 'rollup ' || r.name, started, NOT failed, total, state, msg);
+        COMMIT;
+    END LOOP;
+
+    -- 3. retention, one policy per transaction
+    FOR r IN SELECT p.relation FROM storefront.maintenance_retention_relations() p LOOP
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pg_catalog.set_config('lock_timeout', wait_ms, true);
+        started := pg_catalog.clock_timestamp();
+        BEGIN
+            n := storefront.apply_retention_to(r.relation, t);
+            PERFORM storefront.maintenance_note(run, 'retention ' || r.relation, started, true, n);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+            PERFORM storefront.maintenance_note(run, 'retention ' || r.relation, started, false, NULL, state, msg);
+        END;
+        COMMIT;
+    END LOOP;
+END
+$$;
+
+-- 0.1.0's rollups: delta tables, keys that treat NULL groups as equal,
+-- Grafana-shaped views, the new capture triggers; then 0.1.0's logged
+-- ranges become queued dirty buckets
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT m.name, x.target_schema FROM @extschema@.maintenance_rollups() m
+             JOIN @extschema@.rollup x ON x.name = m.name LOOP
+        PERFORM @extschema@.rollup_repair(r.name);
+        -- what the repair made here became a member of the extension; as in
+        -- a fresh install (create_rollup makes them), it is the rollup's
+        IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'e'
+                     AND d.objid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', r.target_schema, r.name || '_deltas'))) THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION storefront DROP TABLE %I.%I', r.target_schema, r.name || '_deltas');
+        END IF;
+        IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'e'
+                     AND d.objid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', r.target_schema, r.name || '_series'))) THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION storefront DROP VIEW %I.%I', r.target_schema, r.name || '_series');
+        END IF;
+        IF EXISTS (SELECT FROM pg_catalog.pg_depend d
+                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'e'
+                     AND d.objid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', r.target_schema, r.name || '_buckets_key'))) THEN
+            EXECUTE pg_catalog.format('ALTER EXTENSION storefront DROP INDEX %I.%I', r.target_schema, r.name || '_buckets_key');
+        END IF;
+    END LOOP;
+    FOR r IN SELECT i.rollup_name, i.lo, i.hi FROM @extschema@.rollup_invalidation i ORDER BY i.invalidation_id LOOP
+        PERFORM @extschema@.invalidate_rollup(r.rollup_name, r.lo, r.hi + interval '1 microsecond');
+    END LOOP;
+END
+$$;
+-- out of the extension's configuration (pg_dump's list) first, then gone
+ALTER EXTENSION storefront DROP TABLE @extschema@.rollup_invalidation;
+ALTER EXTENSION storefront DROP SEQUENCE @extschema@.rollup_invalidation_invalidation_id_seq;
+DROP TABLE @extschema@.rollup_invalidation;
+DROP FUNCTION @extschema@.rollup_invalidate();
+
+-- pg_cron jobs that SELECT the old function fail from now on: say which
+DO $$
+DECLARE
+    j record;
+BEGIN
+    IF pg_catalog.to_regclass('cron.job') IS NOT NULL THEN
+        FOR j IN EXECUTE $q$SELECT jobid, jobname, command FROM cron.job WHERE command ~* 'run_maintenance'$q$ LOOP
+            RAISE NOTICE 'pg_cron job % (%) runs "%": run_maintenance is a procedure now; change the command to CALL storefront.run_maintenance()',
+                j.jobid, coalesce(j.jobname, 'unnamed'), j.command;
+        END LOOP;
+    END IF;
+END
+$$;
+
+COMMENT ON FUNCTION set_retention(text, interval) IS
+'Keep this much of ''event'' (whole daily partitions) or of a rollup (its buckets; the rollup''s owner only); NULL removes the policy. Errors: 42704 unknown relation, 22023 keep not in (0, 1000 years], 42501 not the rollup''s owner.';
+COMMENT ON FUNCTION apply_retention(timestamp with time zone) IS
+'Apply every retention policy as of as_of, in one transaction: event partitions whose range ended, rollup buckets before the cutoff. Returns what it dropped per relation.';
+COMMENT ON FUNCTION apply_retention_to(text, timestamp with time zone) IS
+'Apply one relation''s retention policy as of as_of (a step of run_maintenance). Returns the partitions or bucket rows dropped, NULL without a policy.';
+COMMENT ON PROCEDURE run_maintenance(timestamp with time zone, interval, integer) IS
+'Periodic maintenance for pg_cron (CALL it): event partitions ahead, every rollup brought up to date (finer first), retention; each step in its own transaction, waiting at most lock_wait for a lock; a failing step is logged and the rest run. Errors: 25001 inside a transaction block, 22023 bad arguments.';
+COMMENT ON FUNCTION maintenance_begin() IS
+'Internal (run_maintenance): refuse a transaction block, trim the log, return the run''s id.';
+COMMENT ON FUNCTION maintenance_note(bigint, text, timestamp with time zone, boolean, bigint, text, text) IS
+'Internal (run_maintenance): log one step and say it (NOTICE, or WARNING when it failed).';
+COMMENT ON FUNCTION maintenance_rollups() IS
+'Internal (run_maintenance): rollups in refresh order, finer before coarser.';
+COMMENT ON FUNCTION maintenance_retention_relations() IS
+'Internal (run_maintenance): the relations with a retention policy.';
+COMMENT ON FUNCTION maintenance_report(integer) IS
+'The steps of the last runs of run_maintenance: when, how long, rows, and the SQLSTATE and message of a failure.';
+COMMENT ON FUNCTION create_rollup(text, regclass, text, interval, text[], text[], text) IS
+'Define a rollup of a table (or of a finer rollup) in buckets of bucket_width, grouped by group_columns, keeping aggregates (count, sum(c), min(c), max(c), avg(c)). Creates schema.name_buckets, name_deltas, the real-time view schema.name and the Grafana view name_series, owned by the calling role. Errors: 22023 bad name, width, aggregate or source kind, 42P01 unknown source, 42703 unknown column, 23505 name taken, 42501 no SELECT or TRIGGER on the source, or a schema owned by another role.';
+COMMENT ON FUNCTION refresh_rollup(text, timestamp with time zone) IS
+'Materialize a rollup''s complete buckets up to upto, fold in late inserts and re-aggregate buckets that late updates and deletes touched, in the caller''s transaction; returns the bucket rows written. Errors: 42704 unknown rollup, 0A000 under REPEATABLE READ or SERIALIZABLE.';
+COMMENT ON FUNCTION drop_rollup(text) IS
+'Drop a rollup (views, tables, queued buckets, policy, and source triggers no other rollup needs). Errors: 42704 unknown rollup, 2BP01 a coarser rollup is built on it, 42501 not its owner.';
+COMMENT ON FUNCTION invalidate_rollup(text, timestamp with time zone, timestamp with time zone) IS
+'Queue every bucket of a rollup that source times in [from_time, to_time) touch for re-aggregation at the next refresh, after changes the capture triggers cannot see (ATTACH or DETACH PARTITION, triggers disabled). Returns the buckets queued. Errors: 42704 unknown rollup.';
+COMMENT ON FUNCTION rollup_advance(text, timestamp with time zone) IS
+'A step of run_maintenance: advance a rollup''s watermark to upto; returns the bucket rows written.';
+COMMENT ON FUNCTION rollup_pending_step(text, integer) IS
+'A step of run_maintenance: claim up to batch queued buckets of a rollup (skipping any another refresh holds) and bring them up to date; returns the buckets claimed.';
+COMMENT ON FUNCTION rollup_drop_buckets(text, timestamp with time zone) IS
+'Internal (retention): delete a rollup''s buckets before cutoff, as the rollup''s owner.';
+COMMENT ON FUNCTION rollup_repair(text) IS
+'Internal (upgrades): bring a rollup''s run-time objects up to this version; safe to repeat.';
+COMMENT ON FUNCTION rollup_arm(regclass) IS
+'Internal (ensure_event_partitions): put the capture triggers on a new partition of a rollup source.';
+COMMENT ON FUNCTION rollup_capture() IS
+'Internal: statement trigger on rollup sources and their partitions; late inserts become delta rows, late updates, deletes and truncates queue their buckets.';
+COMMENT ON FUNCTION grant_operations_role(regrole) IS
+'Grant an operations role USAGE on the schema and EXECUTE on the functions listed by operations_role_functions(): ship, deliver, cancel, expire, read any order, the event relay, maintenance and rollups, invariants and dashboards; and SELECT on storefront.event (a rollup reads its source as its owner). Records the role as an operations role (it acts for every customer). Idempotent; returns the privileges granted.';
+COMMENT ON TABLE rollup_pending IS 'Rollup buckets changed behind the watermark, brought up to date by the next refresh.';
+COMMENT ON TABLE maintenance_log IS 'Each step of each run_maintenance() run: rows affected, or the error that stopped it.';
+
+-- as in a fresh install: nothing new is PUBLIC's but what the real-time
+-- views call
+REVOKE ALL ON FUNCTION invalidate_rollup(text, timestamp with time zone, timestamp with time zone),
+    rollup_advance(text, timestamp with time zone), rollup_pending_step(text, integer),
+    rollup_drop_buckets(text, timestamp with time zone), rollup_repair(text), rollup_arm(regclass),
+    maintenance_begin(), rollup_capture(), apply_retention_to(text, timestamp with time zone),
+    maintenance_rollups(), maintenance_retention_relations(),
+    maintenance_note(bigint, text, timestamp with time zone, boolean, bigint, text, text),
+    maintenance_report(integer) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE run_maintenance(timestamp with time zone, interval, integer) FROM PUBLIC;
+REVOKE ALL ON TABLE rollup_pending, maintenance_log FROM PUBLIC;
+REVOKE ALL ON SEQUENCE maintenance_run_seq FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION rollup_watermark(text) TO PUBLIC;

@@ -54,6 +54,10 @@ pub enum Kind {
     InsufficientPrivilege,
     /// 55P03: a lock wait passed the function's lock_timeout
     LockNotAvailable,
+    /// 25001: must not run inside a transaction block (it commits)
+    ActiveSqlTransaction,
+    /// 0A000: not supported in this context (a refresh under REPEATABLE READ)
+    FeatureNotSupported,
     /// XX000: a bug; never caused by the caller
     Internal,
 }
@@ -83,6 +87,8 @@ impl Kind {
             Kind::NotNullViolation => ERRCODE_NOT_NULL_VIOLATION,
             Kind::InsufficientPrivilege => ERRCODE_INSUFFICIENT_PRIVILEGE,
             Kind::LockNotAvailable => ERRCODE_LOCK_NOT_AVAILABLE,
+            Kind::ActiveSqlTransaction => ERRCODE_ACTIVE_SQL_TRANSACTION,
+            Kind::FeatureNotSupported => ERRCODE_FEATURE_NOT_SUPPORTED,
             Kind::Internal => ERRCODE_INTERNAL_ERROR,
         }
     }
@@ -192,6 +198,8 @@ mod tests {
         assert_eq!(Kind::NotNullViolation.sqlstate(), ERRCODE_NOT_NULL_VIOLATION);
         assert_eq!(Kind::InsufficientPrivilege.sqlstate(), ERRCODE_INSUFFICIENT_PRIVILEGE);
         assert_eq!(Kind::LockNotAvailable.sqlstate(), ERRCODE_LOCK_NOT_AVAILABLE);
+        assert_eq!(Kind::ActiveSqlTransaction.sqlstate(), ERRCODE_ACTIVE_SQL_TRANSACTION);
+        assert_eq!(Kind::FeatureNotSupported.sqlstate(), ERRCODE_FEATURE_NOT_SUPPORTED);
     }
 
     #[test]

@@ -42,7 +42,7 @@ async fn pg_cron_expires_holds() {
         .unwrap();
     let maintenance: i64 = sqlx::query_scalar(
         "SELECT cron.schedule_in_database('sf-test-maintenance', '* * * * *',
-                                          'SELECT * FROM storefront.run_maintenance()', $1)",
+                                          'CALL storefront.run_maintenance()', $1)",
     )
     .bind(db)
     .fetch_one(&admin)
