@@ -3,10 +3,12 @@
 # (release build): the order load driver (place_order vs PL/pgSQL vs a
 # client-side transaction vs pgbench, and the hot-stock contention case),
 # the criterion latency bench (1, 3, 10-line orders), and the time-series
-# benchmarks (time_bucket vs date_bin, ingestion vs COPY, rollup refresh).
-# Results land in book/src/benchmarks/. About 20 minutes.
+# benchmarks (time_bucket vs date_bin, ingestion vs COPY), the rollup
+# benchmarks (refresh after late inserts, updates, deletes and new data
+# against a full rebuild; ingestion with rollups attached and during
+# maintenance). Results land in book/src/benchmarks/. About 30 minutes.
 #   bash scripts/bench.sh                 # everything
-#   bash scripts/bench.sh orders          # only some of: orders criterion timeseries gateway
+#   bash scripts/bench.sh orders          # only some of: orders criterion timeseries rollups gateway
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 need_root
 BENCH_PORT=${BENCH_PORT:-28818}
@@ -20,10 +22,10 @@ say "starting a fresh benchmark cluster on 127.0.0.1:$BENCH_PORT"
 start_cluster bench "$BENCH_PORT" fresh
 trap 'stop_cluster bench' EXIT
 URL="postgres://postgres:$PG_PASSWORD@127.0.0.1:$BENCH_PORT"
-PARTS=" ${*:-orders criterion timeseries gateway} "
+PARTS=" ${*:-orders criterion timeseries rollups gateway} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 for p in $PARTS; do
-  case "$p" in orders|criterion|timeseries|gateway) ;; *) die "unknown part '$p' (orders, criterion, timeseries, gateway)" ;; esac
+  case "$p" in orders|criterion|timeseries|rollups|gateway) ;; *) die "unknown part '$p' (orders, criterion, timeseries, rollups, gateway)" ;; esac
 done
 
 if want orders; then
@@ -62,6 +64,11 @@ say "time-series benchmarks"
 cargo run --release -q -p storefront-benches --bin tsbench -- --url "$URL" --out "$OUT"
 fi
 
+if want rollups; then
+say "rollup benchmarks (10M events over a year)"
+cargo run --release -q -p storefront-benches --bin rollbench -- --url "$URL" --out "$OUT"
+fi
+
 if want gateway; then
 # --- the HTTP gateway (scripts/gateway.sh): through the gateway vs SQL,
 # reads with and without the Redis cache ---
@@ -72,7 +79,7 @@ start_redis bench 6391
 trap 'stop_redis bench; stop_cluster bench' EXIT
 say "gateway load driver (HTTP vs SQL, cache vs no cache)"
 cargo run --release -q -p storefront-gateway --bin gateway-load -- --url "$URL" \
-  --redis redis://127.0.0.1:6391/ --seconds "$SECONDS_PER_CASE" --out "$OUT"
+  --redis redis://127.0.0.1:6391/ --seconds "$SECONDS_PER_CASE" --extension-build release --out "$OUT"
 stop_redis bench
 # --- end of the HTTP gateway ---
 fi

@@ -61,13 +61,15 @@ struct Args {
     events: Vec<String>,
     /// product: GET /products/{sku}; stock: GET /products/{sku}/stock
     read: String,
+    /// how the installed extension was built: release, debug (or unknown)
+    extension_build: String,
     out: Option<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: gateway-load --url postgres://USER:PW@HOST:PORT --redis redis://HOST:PORT/ [--gateway-bin PATH] \
-         [--port 28832] [--seconds 10] [--clients 8,32] [--events notify,relay] [--read product|stock] [--out DIR]"
+         [--port 28832] [--seconds 10] [--clients 8,32] [--events notify,relay] [--read product|stock] [--extension-build release|debug] [--out DIR]"
     );
     std::process::exit(2)
 }
@@ -83,6 +85,7 @@ fn parse_args() -> Args {
         clients: vec![8, 32],
         events: vec!["notify".into(), "relay".into()],
         read: "product".into(),
+        extension_build: "unknown".into(),
         out: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -105,6 +108,12 @@ fn parse_args() -> Args {
             "--read" => {
                 a.read = val.clone();
                 if a.read != "product" && a.read != "stock" {
+                    usage()
+                }
+            }
+            "--extension-build" => {
+                a.extension_build = val.clone();
+                if !["release", "debug", "unknown"].contains(&a.extension_build.as_str()) {
                     usage()
                 }
             }
@@ -134,34 +143,22 @@ async fn pool(url: &str, max: u32) -> PgPool {
 }
 
 /// What a run's numbers depend on besides the code: the extension's build
-/// and how busy the machine was.
+/// (as the caller says: scripts/bench.sh installs a release build) and how
+/// busy the machine was.
 struct Conditions {
-    /// the library PostgreSQL loads carries debug info (a debug build)
-    extension_debug: Option<bool>,
     extension_version: String,
     /// the machine's idle CPU (%) over 3 s before the driver's own work
     idle_at_start: f64,
 }
 
-/// Whether the server's storefront library is a debug build: its section
-/// names include .debug_info (read from the server's PKGLIBDIR, on this
-/// machine).
 async fn conditions(base: &str, idle_at_start: f64) -> Conditions {
     let p = pool(&db_url(base, DB), 1).await;
-    let dir: Option<String> = sqlx::query_scalar("SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")
-        .fetch_optional(&p)
-        .await
-        .ok()
-        .flatten();
     let version: String = sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'storefront'")
         .fetch_one(&p)
         .await
         .unwrap_or_default();
     p.close().await;
-    let extension_debug = dir
-        .and_then(|d| std::fs::read(std::path::Path::new(&d).join("storefront.so")).ok())
-        .map(|bytes| bytes.windows(11).any(|w| w == b".debug_info"));
-    Conditions { extension_debug, extension_version: version, idle_at_start }
+    Conditions { extension_version: version, idle_at_start }
 }
 
 /// A fresh store: the extension, the gateway's roles and grants (row
@@ -707,10 +704,11 @@ fn report(a: &Args, cond: &Conditions, r: &[Outcome]) -> String {
         if cfg!(debug_assertions) { "debug" } else { "release" },
         a.clients.iter().max().unwrap_or(&8)
     );
-    let build = match cond.extension_debug {
-        Some(true) => "a debug build (with debug info)",
-        Some(false) => "a release build",
-        None => "a build this driver could not inspect",
+    let release = a.extension_build == "release";
+    let build = match a.extension_build.as_str() {
+        "release" => "a release build",
+        "debug" => "a debug build",
+        _ => "a build of unknown profile",
     };
     // other work on the machine: less than 85% idle before the run began
     let busy = cond.idle_at_start < 85.0;
@@ -719,8 +717,8 @@ fn report(a: &Args, cond: &Conditions, r: &[Outcome]) -> String {
         "The extension: version {}, {build}. The machine before the run: {:.0}% idle (3 s sample).\n",
         cond.extension_version, cond.idle_at_start
     );
-    if cond.extension_debug != Some(false) || busy {
-        let why = match (cond.extension_debug != Some(false), busy) {
+    if !release || busy {
+        let why = match (!release, busy) {
             (true, true) => "the extension was not a release build, and other work kept the machine busy",
             (true, false) => "the extension was not a release build",
             _ => "other work kept the machine busy",
