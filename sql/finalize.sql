@@ -200,6 +200,17 @@ COMMENT ON FUNCTION relay_worker_pids() IS
 COMMENT ON FUNCTION event_relay_status() IS
 'How order events are delivered (storefront.event_delivery), the relay worker''s process id (NULL if none runs), and how many events wait in the queue since when.';
 
+COMMENT ON FUNCTION set_customer_region(bigint, text) IS
+'Set the customer''s region (NULL or '''' clears it); returns it. The warehouse versions the customer from this change. Errors: 22004 NULL customer, 22023 region over 64 characters, 23503 unknown customer, 42501 another customer.';
+COMMENT ON FUNCTION scd2_upsert(regclass, regclass, text[], text[], timestamp with time zone, text, text, text) IS
+'Merge source into the SCD Type 2 table target (valid_from, valid_to = ''infinity'' while current, is_current): new keys get a version, keys whose tracked columns changed (typed, NULL-safe) get a new version and their current one is closed where it starts, untracked columns are copied into new versions. With changed_at_column a key may change several times in one batch (chained versions); a change older than the current version splits the version covering it (late_changes => ''split'') or is refused (''reject''). deletes: ''ignore'', ''close'' (close keys missing from the source at as_of) or ''version'' (also add a tombstone with is_deleted). Returns (inserted, versioned, unchanged, closed). Runs with the caller''s rights; one merge per target at a time. Errors: 21000 several source rows of a key at one time, 23502 NULL key or change time, 42P01 unknown relation, 42703 unknown column, 22023 target without validity columns or a type mismatch, 22008 infinite time, 55000 late change refused, 55P03 lock wait over 30s.';
+COMMENT ON FUNCTION load_warehouse() IS
+'Load the warehouse (schema storefront_dw) from the OLTP tables: only rows written since the last load (transaction-id watermark, nothing missed or doubled while orders arrive), dimensions merged with scd2_upsert, facts pointing at the versions valid when each order was placed, report views refreshed concurrently. Idempotent; one load at a time. Returns rows per step. Errors: 55P03 lock wait over 10s.';
+COMMENT ON FUNCTION xact_age_limit(bigint, bigint) IS
+'Internal: the largest age(xmin) of a row written at or after a transaction-id watermark, seen from transaction now_xid (every row when there is no usable watermark).';
+COMMENT ON FUNCTION storefront_dw.segment_of(bigint) IS
+'The customer segment after a number of paid orders: new (0), one-time (1), repeat (2-4), loyal (5 or more).';
+
 -- Row-lock waits are bounded: a caller gets 55P03 instead of queueing.
 -- The statements inside are kept prepared plans whose parameters (arrays of
 -- ids) do not change the best plan, so plan them once (generic plans), as
@@ -210,6 +221,8 @@ ALTER FUNCTION cancel_order(bigint, text) SET lock_timeout = '2s' SET plan_cache
 ALTER FUNCTION ship_order(bigint) SET lock_timeout = '2s' SET plan_cache_mode = 'force_generic_plan';
 ALTER FUNCTION deliver_order(bigint) SET lock_timeout = '2s' SET plan_cache_mode = 'force_generic_plan';
 ALTER FUNCTION expire_reservations(timestamp with time zone, integer) SET lock_timeout = '2s' SET plan_cache_mode = 'force_generic_plan';
+-- a merge waits for another merge of the same target at most this long
+ALTER FUNCTION scd2_upsert(regclass, regclass, text[], text[], timestamp with time zone, text, text, text) SET lock_timeout = '30s';
 
 -- The capture trigger of rollup sources writes the queue of changed
 -- buckets whoever writes the source; what it runs on the user's data runs
@@ -229,6 +242,8 @@ GRANT EXECUTE ON FUNCTION seed_u(bigint, integer) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION invariant_detail(text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION max_restock_qty() TO PUBLIC;
 GRANT EXECUTE ON FUNCTION max_price_cents() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION xact_age_limit(bigint, bigint) TO PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA storefront_dw FROM PUBLIC;
 -- row-level security policies call these as the querying role
 GRANT EXECUTE ON FUNCTION acting_customer(), calling_role(), sees_every_customer() TO PUBLIC;
 -- the real-time views of rollups call these as the querying role
@@ -269,11 +284,17 @@ BEGIN
         PERFORM pg_catalog.pg_extension_config_dump(format('@extschema@.%I', t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump('@extschema@.location'::regclass, $f$WHERE code <> 'main'$f$);
+    -- the warehouse (its report views are refreshed by the next load; the
+    -- load state is not dumped: a restored store loads everything again)
+    FOREACH t IN ARRAY ARRAY['dim_date', 'dim_customer', 'dim_product', 'dim_location', 'fact_order_line'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(format('storefront_dw.%I', t)::regclass, '');
+    END LOOP;
     FOR s IN
-        SELECT pg_catalog.pg_get_serial_sequence(format('@extschema@.%I', c.relname), a.attname)
+        SELECT pg_catalog.pg_get_serial_sequence(format('%I.%I', c.relnamespace::regnamespace, c.relname), a.attname)
         FROM pg_catalog.pg_class c
         JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
-        WHERE c.relnamespace = '@extschema@'::regnamespace AND c.relkind = 'r' AND a.attidentity <> ''
+        WHERE c.relnamespace IN ('@extschema@'::regnamespace, 'storefront_dw'::regnamespace)
+          AND c.relkind = 'r' AND a.attidentity <> ''
           -- not the unlogged event queue's: its rows are transient, like NOTIFY's
           AND c.relpersistence = 'p'
     LOOP

@@ -16,7 +16,8 @@
 --   maintenance, the event relay, invariants and dashboards, for every
 --   customer;
 -- * analyst (grant_analyst_role): reads the store's tables (not password
---   hashes) and the reports, writes nothing.
+--   hashes), the warehouse (schema storefront_dw) and the reports, writes
+--   nothing.
 --
 -- The acting customer is set by the caller per transaction:
 --   SELECT set_config('storefront.customer_id', '42', true);
@@ -109,6 +110,7 @@ AS $$
         '@extschema@.order_timeline(bigint)',
         '@extschema@.order_events(bigint, integer)',
         '@extschema@.order_customer(bigint)',
+        '@extschema@.set_customer_region(bigint, text)',
         '@extschema@.track_event(text, timestamp with time zone, bigint, jsonb)',
         '@extschema@.track_events(text[], timestamp with time zone[], bigint[], jsonb[])'
     ]::text[]::regprocedure[]
@@ -174,7 +176,8 @@ AS $$
         '@extschema@.dashboard_page_views(timestamp with time zone, timestamp with time zone, interval)',
         '@extschema@.dashboard_orders(timestamp with time zone, timestamp with time zone, interval)',
         '@extschema@.dashboard_revenue(timestamp with time zone, timestamp with time zone, interval)',
-        '@extschema@.dashboard_funnel(timestamp with time zone, timestamp with time zone)'
+        '@extschema@.dashboard_funnel(timestamp with time zone, timestamp with time zone)',
+        '@extschema@.load_warehouse()'
     ]::text[]::regprocedure[]
 $$;
 
@@ -333,6 +336,15 @@ BEGIN
                      WHERE c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
                        AND c.relnamespace = '@extschema@'::regnamespace
                        AND c.relname NOT IN ('role_kind', 'config')
+                     ORDER BY c.relname)) g;
+    -- the warehouse: its tables and report views, read-only
+    EXECUTE format('GRANT USAGE ON SCHEMA storefront_dw TO %s', role_name);
+    privilege := 'USAGE'; object := 'schema storefront_dw';
+    RETURN NEXT;
+    RETURN QUERY SELECT g.privilege, g.object
+                 FROM @extschema@.grant_table_reads(role_name, ARRAY(
+                     SELECT c.oid::regclass FROM pg_class c
+                     WHERE c.relnamespace = 'storefront_dw'::regnamespace AND c.relkind IN ('r', 'm')
                      ORDER BY c.relname)) g;
 END
 $$;

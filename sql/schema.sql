@@ -106,7 +106,13 @@ CREATE TABLE customer (
     -- PHC string (argon2id); a value starting with '!' is a locked account
     password_hash text NOT NULL,
     full_name     text NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    -- where the customer lives, as the shop groups it ('Europe', ...);
+    -- NULL: not known. Set with set_customer_region().
+    region        text CHECK (length(region) BETWEEN 1 AND 64),
+    -- when the account last changed (region); the warehouse versions the
+    -- customer from then
+    updated_at    timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE customer IS 'Customer accounts; password_hash is an argon2id PHC string.';
 

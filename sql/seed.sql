@@ -162,13 +162,17 @@ BEGIN
 
     -- ---------------------------------------------------------- customers --
     v_cust_base := nextval(pg_get_serial_sequence('storefront.customer', 'customer_id')) - 1;
-    INSERT INTO customer (customer_id, email, password_hash, full_name, created_at)
+    INSERT INTO customer (customer_id, email, password_hash, full_name, created_at, region, updated_at)
     OVERRIDING SYSTEM VALUE
     SELECT v_cust_base + 1 + c,
            'customer' || (c + 1) || '@demo.storefront.test',
            '!seed',
            first_names[1 + (hashint4(c) & 1023) % array_length(first_names, 1)] || ' '
                || last_names[1 + (hashint4(c + 7) & 1023) % array_length(last_names, 1)],
+           v_start - interval '30 days' + seed_u(c, 2) * interval '30 days',
+           -- regions of unequal size: Europe and North America the largest
+           (ARRAY['Europe', 'Europe', 'Europe', 'North America', 'North America', 'Asia Pacific',
+                  'Asia Pacific', 'Latin America', 'Africa', 'Middle East'])[1 + floor(seed_u(c, 3) * 10)::int],
            v_start - interval '30 days' + seed_u(c, 2) * interval '30 days'
     FROM generate_series(0, n_customers - 1) AS c;
     PERFORM setval(pg_get_serial_sequence('storefront.customer', 'customer_id'), v_cust_base + n_customers);

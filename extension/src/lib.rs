@@ -19,6 +19,7 @@ pub mod roles;
 pub mod schema;
 pub mod spi_util;
 pub mod timeseries;
+pub mod warehouse;
 
 // The OLTP schema first: every function below refers to its tables and types.
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
@@ -36,10 +37,18 @@ extension_sql_file!(
     requires = ["schema", "events", "timeseries", "relay", "rollups", timeseries::time_bucket_series]
 );
 extension_sql_file!("../../sql/seed.sql", name = "seed", requires = ["schema", "catalog", "inventory", "events"]);
+extension_sql_file!("../../sql/accounts.sql", name = "accounts", requires = ["schema"]);
+// The star schema and its loader: after the OLTP schema, with the merge
+// and the loader's watermark from the library
+extension_sql_file!(
+    "../../sql/warehouse.sql",
+    name = "warehouse",
+    requires = ["schema", "catalog", warehouse::scd2_upsert, warehouse::load::xact_age_limit]
+);
 extension_sql_file!(
     "../../sql/roles.sql",
     name = "roles",
-    requires = ["schema", "catalog", "orders", "dashboards", roles::acting_customer, roles::calling_role]
+    requires = ["schema", "catalog", "orders", "dashboards", "accounts", "warehouse", roles::acting_customer, roles::calling_role]
 );
 // Comments, privileges and pg_dump registration for everything above.
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
