@@ -151,7 +151,7 @@ run_isolation() {
   for f in "$ROOT"/tests/isolation/specs/*.spec; do specs+=("$(basename "$f" .spec)"); done
   "$iso/pg_isolation_regress" --inputdir="$ROOT/tests/isolation" --outputdir="$out" \
     --bindir=/usr/lib/postgresql/15/bin --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
-    --dbname=sf_isolation --load-extension=storefront "${specs[@]}" \
+    --dbname=sf_isolation --load-extension=btree_gist --load-extension=storefront "${specs[@]}" \
     || { cat "$out/regression.diffs" 2>/dev/null | head -100; die "isolation specs failed (diffs above, all in $out)"; }
 }
 

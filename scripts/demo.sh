@@ -26,7 +26,7 @@ CREATE DATABASE storefront_demo;
 SQL
 SEED_LOG=$(mktemp)
 psql -X -v ON_ERROR_STOP=1 -d storefront_demo 2>&1 <<SQL | tee "$SEED_LOG"
-CREATE EXTENSION storefront;
+CREATE EXTENSION storefront CASCADE;
 \timing on
 SELECT * FROM storefront.seed_demo_data($SCALE);
 \timing off

@@ -25,7 +25,7 @@ WORK="$ROOT/target/profile"
 rm -rf "$WORK" && install -d -o postgres "$WORK"
 psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE sf_profile" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 -d sf_profile >/dev/null <<SQL
-CREATE EXTENSION storefront;
+CREATE EXTENSION storefront CASCADE;
 \i $ROOT/benches/baselines/place_order_plpgsql.sql
 -- the load driver's data set (benches/src/lib.rs): 1000 customers, 2000 SKUs
 INSERT INTO storefront.customer (email, password_hash, full_name)

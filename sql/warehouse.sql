@@ -214,8 +214,13 @@ BEGIN
                                        CASE WHEN v_state.system_id = v_system THEN v_state.watermark END);
 
     -- ------------------------------------------------ what changed --
-    DROP TABLE IF EXISTS pg_temp.wh_order, pg_temp.wh_customer, pg_temp.wh_sku, pg_temp.wh_sold,
-        pg_temp.wh_cust_event, pg_temp.wh_product_src, pg_temp.wh_customer_src;
+    -- (left over when an earlier load in this transaction failed and was
+    -- caught)
+    FOR r IN SELECT t FROM unnest(ARRAY['wh_order', 'wh_customer', 'wh_sku', 'wh_sold', 'wh_cust_event',
+                                         'wh_product_src', 'wh_customer_src']) t
+             WHERE to_regclass('pg_temp.' || t) IS NOT NULL LOOP
+        EXECUTE format('DROP TABLE pg_temp.%I', r.t);
+    END LOOP;
     CREATE TEMP TABLE wh_order ON COMMIT DROP AS
     SELECT o.customer_id, o.order_id, o.status, o.currency, o.placed_at
     FROM storefront.orders o WHERE age(o.xmin) <= v_age;

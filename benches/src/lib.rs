@@ -110,7 +110,7 @@ pub async fn setup(base: &str, db: &str) {
     admin.execute(format!("CREATE DATABASE {db}").as_str()).await.expect("create");
     admin.close().await;
     let p = pool(base, db, 1).await;
-    p.execute("CREATE EXTENSION storefront").await.expect("CREATE EXTENSION storefront");
+    p.execute("CREATE EXTENSION storefront CASCADE").await.expect("CREATE EXTENSION storefront CASCADE");
     p.execute(BASELINE_SQL).await.expect("PL/pgSQL baseline");
     p.execute(
         format!(

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// (tests/tests/seed.rs runs reference/seed.md on the seeded database).
 const MISMATCH: &str = "output differs\n";
 
-pub const SLOW_PAGES: &[&str] = &["reference/seed.md"];
+pub const SLOW_PAGES: &[&str] = &["reference/seed.md", "warehouse/analytics.md"];
 
 #[derive(Debug)]
 struct Block {

@@ -64,10 +64,11 @@ pub async fn empty_db(name: &str) -> PgPool {
     connect(name, 40).await
 }
 
-/// A fresh database `name` with `CREATE EXTENSION storefront`.
+/// A fresh database `name` with `CREATE EXTENSION storefront CASCADE` (which
+/// installs btree_gist, which it requires).
 pub async fn fresh_db(name: &str) -> PgPool {
     let pool = empty_db(name).await;
-    pool.execute("CREATE EXTENSION storefront").await.expect("CREATE EXTENSION storefront");
+    pool.execute("CREATE EXTENSION storefront CASCADE").await.expect("CREATE EXTENSION storefront CASCADE");
     pool
 }
 

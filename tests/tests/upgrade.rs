@@ -208,7 +208,7 @@ async fn upgrade_from(kit: &Kit, from: &str, to: &str) {
 
     // the same schema as a fresh install
     let fresh = pool("fresh").await;
-    fresh.execute("CREATE EXTENSION storefront").await.unwrap();
+    fresh.execute("CREATE EXTENSION storefront CASCADE").await.unwrap();
     let want = schema_fingerprint(&fresh).await;
     let got = schema_fingerprint(&upgraded).await;
     let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();

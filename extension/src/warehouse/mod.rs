@@ -15,11 +15,6 @@ use pgrx::spi::SpiClient;
 use scd2::{Col, Deletes, Index, Late, Plan, Rel, Request, TypeFacts};
 use std::collections::HashMap;
 
-type Counts = TableIterator<
-    'static,
-    (name!(inserted, i64), name!(versioned, i64), name!(unchanged, i64), name!(closed, i64)),
->;
-
 /// Merge `source` into the SCD Type 2 table `target`: new keys get a first
 /// version, keys whose tracked columns changed get a new version (the
 /// current one is closed where the new one starts), unchanged keys stay as
@@ -36,7 +31,10 @@ fn scd2_upsert(
     changed_at_column: default!(Option<&str>, "NULL"),
     deletes: default!(Option<&str>, "'ignore'"),
     late_changes: default!(Option<&str>, "'split'"),
-) -> Result<Counts, ErrorReport> {
+) -> Result<
+    TableIterator<'static, (name!(inserted, i64), name!(versioned, i64), name!(unchanged, i64), name!(closed, i64))>,
+    ErrorReport,
+> {
     let r = upsert_inner(target, source, key_columns, tracked_columns, as_of, changed_at_column, deletes, late_changes);
     report(r).map(|(a, b, c, d)| TableIterator::new(vec![(a, b, c, d)]))
 }
@@ -283,7 +281,7 @@ fn late_line(client: &mut SpiClient<'_>, plan: &Plan, key: &[String], as_of: Tim
 fn relation(client: &SpiClient<'_>, oid: pg_sys::Oid) -> StoreResult<Rel> {
     let a: [DatumWithOid; 1] = [oid.into()];
     let head = client.select(
-        "SELECT format('%I.%I', n.nspname, c.relname), c.oid::regclass::text, c.relkind::text
+        "SELECT format('%I.%I', n.nspname, c.relname), c.relname::text, c.relkind::text
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
         Some(1),
         &a,

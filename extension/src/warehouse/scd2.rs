@@ -282,7 +282,7 @@ pub fn plan(req: &Request<'_>, target: &Rel, source: &Rel, facts: &dyn TypeFacts
                     target.display
                 ))
                 .detail("An SCD2 target has the columns valid_from timestamptz, valid_to timestamptz and is_current boolean.")
-                .hint(format!("Add it: ALTER TABLE {} ADD COLUMN {name} {ty} NOT NULL;", target.display)))
+                .hint(format!("Add it: ALTER TABLE {} ADD COLUMN {name} {ty} NOT NULL;", target.sql)))
             }
             Some(c) if c.type_sql != ty => {
                 return Err(StoreError::invalid(format!(
@@ -314,7 +314,7 @@ pub fn plan(req: &Request<'_>, target: &Rel, source: &Rel, facts: &dyn TypeFacts
                 target.display
             ))
             .detail("With deletes => 'version' a deleted key gets a tombstone version marked is_deleted = true.")
-            .hint(format!("Add it: ALTER TABLE {} ADD COLUMN {IS_DELETED} boolean NOT NULL DEFAULT false;", target.display)))
+            .hint(format!("Add it: ALTER TABLE {} ADD COLUMN {IS_DELETED} boolean NOT NULL DEFAULT false;", target.sql)))
         }
         _ => {}
     }
