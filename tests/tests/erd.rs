@@ -59,20 +59,31 @@ fn short_type(pg: &str) -> String {
 
 #[tokio::test]
 async fn erd_matches_the_live_schema() {
-    let md = std::fs::read_to_string(repo_root().join("book/src/erd.md")).expect("book/src/erd.md");
-    let (drawn, relations) = parse_erd(&md);
-
     let pool = fresh_db("sf_erd").await;
+    check(&pool, "book/src/erd.md", "storefront").await;
+}
+
+/// The warehouse's star schema page against schema storefront_dw.
+#[tokio::test]
+async fn star_schema_matches_the_live_schema() {
+    let pool = fresh_db("sf_erd_dw").await;
+    check(&pool, "book/src/warehouse/star-schema.md", "storefront_dw").await;
+}
+
+async fn check(pool: &sqlx::PgPool, page: &str, schema: &str) {
+    let md = std::fs::read_to_string(repo_root().join(page)).expect(page);
+    let (drawn, relations) = parse_erd(&md);
     let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
         "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
                 coalesce(a.attnum = ANY (i.indkey::int2[]), false)
          FROM pg_class c
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
          LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-         WHERE c.relnamespace = 'storefront'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+         WHERE c.relnamespace = $1::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
          ORDER BY 1, a.attnum",
     )
-    .fetch_all(&pool)
+    .bind(schema)
+    .fetch_all(pool)
     .await
     .unwrap();
     let mut live: BTreeMap<String, Table> = BTreeMap::new();
@@ -85,9 +96,9 @@ async fn erd_matches_the_live_schema() {
     }
     let drawn_names: BTreeSet<_> = drawn.keys().collect();
     let live_names: BTreeSet<_> = live.keys().collect();
-    assert_eq!(drawn_names, live_names, "tables in the ERD vs the database");
+    assert_eq!(drawn_names, live_names, "tables in {page} vs schema {schema}");
     for (name, table) in &live {
-        assert_eq!(&drawn[name], table, "table {name}: ERD vs database");
+        assert_eq!(&drawn[name], table, "table {name}: {page} vs schema {schema}");
     }
     for (a, b) in relations {
         assert!(live.contains_key(&a) && live.contains_key(&b), "relationship {a} -- {b} names an unknown table");
