@@ -57,6 +57,23 @@ ensure_mdbook() {
   fi
 }
 
+# dbt (dbt-postgres 1.11, from PyPI) in a virtualenv under target/venv:
+# the warehouse benchmarks compare scd2_upsert with `dbt snapshot`.
+# (dbt-core is pinned too: 1.12 needs a download from outside PyPI.)
+DBT_VERSION=1.11
+ensure_dbt() {
+  local venv="$ROOT/target/venv"
+  if ! "$venv/bin/dbt" --version 2>/dev/null | grep -q "installed: $DBT_VERSION\."; then
+    say "installing dbt-postgres $DBT_VERSION into $venv"
+    command -v python3 >/dev/null || die "python3 not found"
+    python3 -m venv "$venv" || die "python3 -m venv failed (apt install python3-venv)"
+    "$venv/bin/pip" install -q "dbt-postgres==$DBT_VERSION.*" "dbt-core==$DBT_VERSION.*" \
+      || die "pip could not install dbt-postgres $DBT_VERSION"
+  fi
+  "$venv/bin/dbt" --version | grep -q "installed: $DBT_VERSION\." || die "dbt $DBT_VERSION is not runnable from $venv"
+  export STOREFRONT_DBT="$venv/bin/dbt"
+}
+
 # Where clusters live: under target/ when the postgres user can reach it,
 # else under /tmp (a clone inside a private folder such as /root).
 cluster_base() {
@@ -209,11 +226,15 @@ prepare_upgrade_kit() {
   cp "$("$PG_CONFIG" --sharedir)/extension/storefront--$(extension_version).sql" "$ext/"
   cp "$ROOT"/sql/storefront--*.sql "$ext/"
   cp "$("$PG_CONFIG" --pkglibdir)/storefront.so" "$kit/storefront-current.so"
+  cp "$ext/storefront.control" "$kit/storefront-current.control"
   local rel version commit
   for rel in "${RELEASES[@]}"; do
     version=${rel%%:*}
     commit=${rel##*:}
     cp "$(release_library "$version" "$commit")" "$kit/releases/storefront-$version.so"
+    # the control file it shipped with (its requirements differ)
+    git -C "$ROOT" show "$commit:extension/storefront.control" \
+      | sed "s/@CARGO_VERSION@/$version/" > "$kit/releases/storefront-$version.control"
   done
   chown -R postgres:postgres "$kit"
   export STOREFRONT_UPGRADE_KIT="$kit"

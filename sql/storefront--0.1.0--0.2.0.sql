@@ -1670,3 +1670,1007 @@ REVOKE ALL ON PROCEDURE run_maintenance(timestamp with time zone, interval, inte
 REVOKE ALL ON TABLE rollup_pending, maintenance_log FROM PUBLIC;
 REVOKE ALL ON SEQUENCE maintenance_run_seq FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rollup_watermark(text) TO PUBLIC;
+
+-- -------------------------------------------------------- warehouse --
+-- The warehouse (schema storefront_dw): a star schema fed by
+-- load_warehouse(), SCD Type 2 dimensions merged by scd2_upsert(), report
+-- views; and customer regions (customer.region, set_customer_region()),
+-- which the customer dimension versions.
+--
+-- The dimensions' exclusion constraints need btree_gist, which 0.2.0's
+-- control file now requires. ALTER EXTENSION ... UPDATE checks a new
+-- version's requirements and records the dependency, but it has no
+-- CASCADE: when btree_gist is not installed in the database, PostgreSQL
+-- stops the update before this script runs ('required extension
+-- "btree_gist" is not installed'), and nothing changes. Run
+-- CREATE EXTENSION btree_gist; first (it ships with PostgreSQL's contrib).
+
+-- customers have a region and a last-change time
+ALTER TABLE @extschema@.customer
+    ADD COLUMN region text CHECK (length(region) BETWEEN 1 AND 64),
+    ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+
+CREATE FUNCTION set_customer_region(customer_id bigint, region text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+SET lock_timeout = '2s'
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_region text := nullif(btrim(set_customer_region.region), '');
+BEGIN
+    IF set_customer_region.customer_id IS NULL THEN
+        RAISE EXCEPTION 'customer_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF length(v_region) > 64 THEN
+        RAISE EXCEPTION 'region is too long'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('A region has at most 64 characters; the one given has %s.', length(v_region));
+    END IF;
+    PERFORM check_acting_customer(set_customer_region.customer_id);
+    UPDATE customer c SET region = v_region, updated_at = now()
+    WHERE c.customer_id = set_customer_region.customer_id AND c.region IS DISTINCT FROM v_region;
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM customer c WHERE c.customer_id = set_customer_region.customer_id) THEN
+        RAISE EXCEPTION 'customer % does not exist', set_customer_region.customer_id
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    RETURN v_region;
+END
+$$;
+
+-- demo data gets regions
+CREATE OR REPLACE FUNCTION seed_demo_data(scale integer DEFAULT 1, anchor date DEFAULT current_date)
+RETURNS TABLE (entity text, rows bigint)
+LANGUAGE plpgsql VOLATILE
+SET search_path = @extschema@, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    t0          timestamptz := clock_timestamp();
+    n_customers integer;
+    n_skus      integer;
+    n_products  integer;
+    n_orders    integer;
+    v_end       timestamptz;
+    v_start     timestamptz;
+    v_main      integer;
+    v_east      integer;
+    v_cust_base bigint;
+    v_prod_base bigint;
+    v_sku_base  bigint;
+    v_ord_base  bigint;
+    top_names   text[] := ARRAY['Apparel', 'Electronics', 'Home & Kitchen', 'Sports & Outdoors',
+                                'Books', 'Beauty', 'Toys & Games', 'Grocery'];
+    mid_names   text[] := ARRAY['Essentials', 'Premium', 'Outdoor', 'Kids', 'Classic', 'Eco'];
+    leaf_names  text[] := ARRAY['Basics', 'Deluxe', 'Compact', 'Pro', 'Travel'];
+    nouns       text[] := ARRAY[
+        'T-Shirt', 'Hoodie', 'Jacket', 'Sneakers', 'Scarf', 'Jeans',
+        'Headphones', 'Charger', 'Speaker', 'Keyboard', 'Webcam', 'Monitor',
+        'Kettle', 'Skillet', 'Blender', 'Lamp', 'Towel Set', 'Mug',
+        'Yoga Mat', 'Tent', 'Water Bottle', 'Backpack', 'Bike Light', 'Dumbbell',
+        'Novel', 'Cookbook', 'Atlas', 'Notebook', 'Comic', 'Guide',
+        'Face Cream', 'Shampoo', 'Lip Balm', 'Perfume', 'Soap', 'Serum',
+        'Puzzle', 'Board Game', 'Plush Bear', 'Kite', 'Blocks', 'Card Game',
+        'Coffee Beans', 'Green Tea', 'Olive Oil', 'Granola', 'Honey', 'Chocolate'];
+    adjectives  text[] := ARRAY['Aurora', 'Nordic', 'Urban', 'Coastal', 'Alpine', 'Velvet',
+                                'Summit', 'Harbor', 'Cedar', 'Ember', 'Lunar', 'Meadow',
+                                'Pioneer', 'Quartz', 'Solstice', 'Tidal'];
+    first_names text[] := ARRAY['Ada', 'Ben', 'Chloe', 'Dev', 'Elena', 'Farid', 'Grace', 'Hiro',
+                                'Ines', 'Jonas', 'Kemi', 'Liam', 'Maya', 'Noor', 'Omar', 'Priya',
+                                'Quinn', 'Rosa', 'Sven', 'Tara', 'Uma', 'Viktor', 'Wen', 'Yusuf'];
+    last_names  text[] := ARRAY['Andersen', 'Bauer', 'Costa', 'Dubois', 'Eze', 'Fischer', 'Garcia',
+                                'Haddad', 'Ito', 'Jensen', 'Kowalski', 'Lopez', 'Moreau', 'Nakamura',
+                                'Okafor', 'Petrov', 'Rossi', 'Silva', 'Tanaka', 'Varga', 'Wong', 'Zhang'];
+BEGIN
+    IF scale IS NULL OR scale < 1 OR scale > 100 THEN
+        RAISE EXCEPTION 'scale must be between 1 and 100'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The scale given was %s.', coalesce(scale::text, 'NULL'));
+    END IF;
+    IF anchor IS NULL THEN
+        RAISE EXCEPTION 'anchor must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- one seeding at a time, and nobody else writing the catalog meanwhile
+    LOCK TABLE category, product, sku, customer, inventory, orders IN EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM sku WHERE code LIKE 'SF-%') THEN
+        RAISE EXCEPTION 'demo data is already loaded'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'SKUs with codes starting "SF-" exist.',
+                  HINT = 'Seed an empty database, or drop and re-create the extension first.';
+    END IF;
+
+    n_customers := 100000 * scale;
+    n_skus      := 10000 * scale;
+    n_products  := n_skus / 2;
+    n_orders    := 400000 * scale;
+    v_end       := anchor::timestamptz;
+    v_start     := v_end - interval '365 days';
+
+    -- ------------------------------------------------------------ catalog --
+    INSERT INTO location (code, name) VALUES ('east', 'East coast warehouse')
+    ON CONFLICT (code) DO NOTHING;
+    SELECT location_id INTO v_main FROM location WHERE code = 'main';
+    SELECT location_id INTO v_east FROM location WHERE code = 'east';
+
+    CREATE TEMP TABLE _seed_leaf (leaf integer, category_id bigint, top integer) ON COMMIT DROP;
+    INSERT INTO category (parent_id, name, slug)
+    SELECT NULL, t.name, regexp_replace(lower(t.name), '[^a-z0-9]+', '-', 'g')
+    FROM unnest(top_names) AS t(name)
+    ON CONFLICT DO NOTHING;
+    INSERT INTO category (parent_id, name, slug)
+    SELECT p.category_id, m.name, p.slug || '/' || lower(m.name)
+    FROM unnest(top_names) AS t(name)
+    JOIN category p ON p.parent_id IS NULL AND p.name = t.name
+    CROSS JOIN unnest(mid_names) AS m(name)
+    ON CONFLICT DO NOTHING;
+    INSERT INTO category (parent_id, name, slug)
+    SELECT p.category_id, l.name, p.slug || '/' || lower(l.name)
+    FROM category p
+    JOIN category g ON g.category_id = p.parent_id AND g.parent_id IS NULL AND g.name = ANY (top_names)
+    CROSS JOIN unnest(leaf_names) AS l(name)
+    WHERE p.name = ANY (mid_names)
+    ON CONFLICT DO NOTHING;
+    INSERT INTO _seed_leaf
+    SELECT (row_number() OVER (ORDER BY array_position(top_names, g.name), array_position(mid_names, p.name),
+                                        array_position(leaf_names, c.name)) - 1)::integer,
+           c.category_id, array_position(top_names, g.name) - 1
+    FROM category c
+    JOIN category p ON p.category_id = c.parent_id
+    JOIN category g ON g.category_id = p.parent_id AND g.parent_id IS NULL
+    WHERE g.name = ANY (top_names) AND p.name = ANY (mid_names) AND c.name = ANY (leaf_names);
+    RAISE NOTICE 'seed_demo_data: % leaf categories (%)', (SELECT count(*) FROM _seed_leaf), clock_timestamp() - t0;
+
+    v_prod_base := nextval(pg_get_serial_sequence('storefront.product', 'product_id')) - 1;
+    INSERT INTO product (product_id, category_id, name, description, created_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT v_prod_base + 1 + p, l.category_id,
+           adjectives[1 + (p % array_length(adjectives, 1))] || ' ' || nouns[1 + l.top * 6 + (p / 240) % 6]
+               || ' ' || (1000 + p),
+           'Demo product ' || (p + 1) || '.',
+           v_start - interval '30 days'
+    FROM generate_series(0, n_products - 1) AS p
+    JOIN _seed_leaf l ON l.leaf = p % 240;
+    PERFORM setval(pg_get_serial_sequence('storefront.product', 'product_id'), v_prod_base + n_products);
+
+    -- SKU i is variant i % 2 of product i / 2
+    v_sku_base := nextval(pg_get_serial_sequence('storefront.sku', 'sku_id')) - 1;
+    INSERT INTO sku (sku_id, product_id, code, price_cents, currency, attributes, created_at, updated_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT v_sku_base + 1 + s, v_prod_base + 1 + s / 2,
+           'SF-' || lpad((s + 1)::text, 7, '0'),
+           -- $5 to $500, log-uniform, ending in .99 (shared by both variants)
+           (floor(500.0 * power(100.0, seed_u(s / 2, 1)) / 100.0) * 100 + 99)::bigint,
+           'USD',
+           CASE WHEN s % 2 = 0 THEN '{"variant": "standard"}' ELSE '{"variant": "large"}' END::jsonb
+               || jsonb_build_object('color', (ARRAY['black', 'white', 'blue', 'red', 'green'])[1 + (s / 2) % 5]),
+           v_start - interval '30 days', v_start - interval '30 days'
+    FROM generate_series(0, n_skus - 1) AS s;
+    PERFORM setval(pg_get_serial_sequence('storefront.sku', 'sku_id'), v_sku_base + n_skus);
+    RAISE NOTICE 'seed_demo_data: % products, % SKUs (%)', n_products, n_skus, clock_timestamp() - t0;
+
+    -- ---------------------------------------------------------- customers --
+    v_cust_base := nextval(pg_get_serial_sequence('storefront.customer', 'customer_id')) - 1;
+    INSERT INTO customer (customer_id, email, password_hash, full_name, created_at, region, updated_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT v_cust_base + 1 + c,
+           'customer' || (c + 1) || '@demo.storefront.test',
+           '!seed',
+           first_names[1 + (hashint4(c) & 1023) % array_length(first_names, 1)] || ' '
+               || last_names[1 + (hashint4(c + 7) & 1023) % array_length(last_names, 1)],
+           v_start - interval '30 days' + seed_u(c, 2) * interval '30 days',
+           -- regions of unequal size: Europe and North America the largest
+           (ARRAY['Europe', 'Europe', 'Europe', 'North America', 'North America', 'Asia Pacific',
+                  'Asia Pacific', 'Latin America', 'Africa', 'Middle East'])[1 + floor(seed_u(c, 3) * 10)::int],
+           v_start - interval '30 days' + seed_u(c, 2) * interval '30 days'
+    FROM generate_series(0, n_customers - 1) AS c;
+    PERFORM setval(pg_get_serial_sequence('storefront.customer', 'customer_id'), v_cust_base + n_customers);
+    PERFORM register_customer('demo@storefront.test', 'storefront-demo', 'Demo Customer');
+    RAISE NOTICE 'seed_demo_data: % customers (%)', n_customers + 1, clock_timestamp() - t0;
+
+    -- ------------------------------------------------------------- orders --
+    -- Orders per day follow weekday and season; time of day follows
+    -- t = u + 0.07 (sin(2 pi (u - 0.12)) + sin(2 pi 0.12)), which maps [0, 1)
+    -- onto [0, 1) with the fewest orders around 05:00 and the most around 17:00.
+    CREATE TEMP TABLE _seed_order ON COMMIT DROP AS
+    WITH days AS (
+        SELECT d,
+               (ARRAY[1.0, 0.95, 0.95, 1.0, 1.1, 1.25, 1.3])[extract(isodow FROM v_start + d * interval '1 day')::int]
+               * (1.0 + 0.35 * cos(2 * pi() * (extract(doy FROM v_start + d * interval '1 day') - 345) / 365.0))
+               * CASE WHEN extract(month FROM v_start + d * interval '1 day') = 11
+                           AND extract(day FROM v_start + d * interval '1 day') BETWEEN 24 AND 30
+                      THEN 1.8 ELSE 1.0 END AS w
+        FROM generate_series(0, 364) AS d
+    ), per_day AS (
+        SELECT d, round(n_orders * w / sum(w) OVER ())::integer AS n FROM days
+    ), o AS (
+        SELECT (row_number() OVER (ORDER BY d, k) - 1) AS o, d, k FROM per_day, generate_series(1, n) AS k
+    )
+    SELECT o.o,
+           v_cust_base + 1 + floor(n_customers * power(seed_u(o.o, 10), 2))::bigint AS customer_id,
+           v_start + o.d * interval '1 day'
+               + (seed_u(o.o, 11) + 0.07 * (sin(2 * pi() * (seed_u(o.o, 11) - 0.12)) + sin(2 * pi() * 0.12)))
+                 * interval '1 day'
+               AS placed_at,
+           seed_u(o.o, 12) AS fate_u,
+           seed_u(o.o, 13) AS time_u,
+           (1 + CASE WHEN seed_u(o.o, 14) < 0.30 THEN 0 WHEN seed_u(o.o, 14) < 0.55 THEN 1
+                     WHEN seed_u(o.o, 14) < 0.73 THEN 2 WHEN seed_u(o.o, 14) < 0.85 THEN 3
+                     WHEN seed_u(o.o, 14) < 0.93 THEN 4 ELSE 5 END) AS n_lines
+    FROM o;
+
+    -- Lines: each picks a SKU by popularity rank (rank = N u^3, scattered
+    -- over the catalog by a multiplicative permutation); a SKU picked twice
+    -- in one order becomes one line (place_order merges repeats the same way).
+    CREATE TEMP TABLE _seed_line ON COMMIT DROP AS
+    SELECT o, (row_number() OVER (PARTITION BY o ORDER BY first_j))::integer AS line_no, sku_idx, qty
+    FROM (
+        SELECT so.o, x.sku_idx, min(j) AS first_j,
+               sum(CASE WHEN seed_u(so.o * 8 + j, 21) < 0.75 THEN 1
+                        WHEN seed_u(so.o * 8 + j, 21) < 0.92 THEN 2
+                        ELSE 3 + floor(seed_u(so.o * 8 + j, 22) * 3) END)::integer AS qty
+        FROM _seed_order so
+        CROSS JOIN generate_series(1, so.n_lines) AS j
+        CROSS JOIN LATERAL (
+            SELECT ((floor(n_skus * power(seed_u(so.o * 8 + j, 20), 3))::bigint * 7919) % n_skus)::integer AS sku_idx
+        ) x
+        GROUP BY so.o, x.sku_idx
+    ) l;
+    RAISE NOTICE 'seed_demo_data: planned % orders, % lines (%)',
+        (SELECT count(*) FROM _seed_order), (SELECT count(*) FROM _seed_line), clock_timestamp() - t0;
+
+    -- Fates and timestamps. Orders in the last hour are still pending.
+    v_ord_base := nextval(pg_get_serial_sequence('storefront.orders', 'order_id')) - 1;
+    CREATE TEMP TABLE _seed_fate ON COMMIT DROP AS
+    SELECT so.o, v_ord_base + 1 + so.o AS order_id, so.customer_id, so.placed_at,
+           t.total_cents, f.fate,
+           so.placed_at + interval '15 minutes' AS expires_at,
+           CASE f.fate
+               WHEN 'cancelled'      THEN so.placed_at + (5 + so.time_u * 55) * interval '1 minute'
+               WHEN 'payment_failed' THEN so.placed_at + (2 + so.time_u * 8) * interval '1 minute'
+               WHEN 'expired'        THEN so.placed_at + (16 + so.time_u * 4) * interval '1 minute'
+               WHEN 'ok'             THEN so.placed_at + (1 + so.time_u * 9) * interval '1 minute'
+           END AS first_at
+    FROM _seed_order so
+    JOIN (SELECT l.o, sum(l.qty * s.price_cents)::bigint AS total_cents
+          FROM _seed_line l JOIN sku s ON s.sku_id = v_sku_base + 1 + l.sku_idx
+          GROUP BY l.o) t ON t.o = so.o
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN so.placed_at > v_end - interval '1 hour' THEN 'pending'
+                    WHEN so.fate_u < 0.040 THEN 'cancelled'
+                    WHEN so.fate_u < 0.070 THEN 'payment_failed'
+                    WHEN so.fate_u < 0.085 THEN 'expired'
+                    ELSE 'ok' END AS fate
+    ) f;
+    -- paid orders ship 1-3 days later and arrive 1-5 days after that, if
+    -- that is before the anchor
+    ALTER TABLE _seed_fate ADD COLUMN shipped_at timestamptz, ADD COLUMN delivered_at timestamptz;
+    UPDATE _seed_fate
+    SET shipped_at = first_at + (1 + 2 * seed_u(o, 30)) * interval '1 day'
+    WHERE fate = 'ok';
+    UPDATE _seed_fate
+    SET delivered_at = shipped_at + (1 + 4 * seed_u(o, 31)) * interval '1 day'
+    WHERE fate = 'ok';
+    UPDATE _seed_fate SET delivered_at = NULL WHERE delivered_at > v_end;
+    UPDATE _seed_fate SET shipped_at = NULL, delivered_at = NULL WHERE shipped_at > v_end;
+
+    INSERT INTO orders (customer_id, order_id, status, currency, total_cents, placed_at, updated_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT customer_id, order_id,
+           CASE WHEN fate = 'ok' THEN
+                    CASE WHEN delivered_at IS NOT NULL THEN 'delivered'
+                         WHEN shipped_at IS NOT NULL THEN 'shipped' ELSE 'paid' END
+                ELSE fate END,
+           'USD', total_cents, placed_at,
+           coalesce(delivered_at, shipped_at, first_at, placed_at)
+    FROM _seed_fate
+    ORDER BY order_id;
+    PERFORM setval(pg_get_serial_sequence('storefront.orders', 'order_id'), (SELECT max(order_id) FROM _seed_fate));
+    RAISE NOTICE 'seed_demo_data: orders written (%)', clock_timestamp() - t0;
+
+    INSERT INTO order_line (customer_id, order_id, line_no, sku_id, qty, unit_price_cents)
+    SELECT f.customer_id, f.order_id, l.line_no, s.sku_id, l.qty, s.price_cents
+    FROM _seed_line l
+    JOIN _seed_fate f ON f.o = l.o
+    JOIN sku s ON s.sku_id = v_sku_base + 1 + l.sku_idx
+    ORDER BY f.customer_id, f.order_id, l.line_no;
+    RAISE NOTICE 'seed_demo_data: order lines written (%)', clock_timestamp() - t0;
+
+    INSERT INTO reservation (customer_id, order_id, line_no, location_id, qty, state, expires_at, created_at, ended_at)
+    SELECT f.customer_id, f.order_id, l.line_no, v_main, l.qty,
+           CASE f.fate WHEN 'ok' THEN 'consumed' WHEN 'expired' THEN 'expired'
+                       WHEN 'pending' THEN 'held' ELSE 'released' END,
+           f.expires_at, f.placed_at,
+           CASE WHEN f.fate = 'pending' THEN NULL ELSE f.first_at END
+    FROM _seed_line l
+    JOIN _seed_fate f ON f.o = l.o
+    ORDER BY f.customer_id, f.order_id, l.line_no;
+    RAISE NOTICE 'seed_demo_data: reservations written (%)', clock_timestamp() - t0;
+
+    INSERT INTO payment (customer_id, order_id, provider_ref, amount_cents, succeeded, outcome, created_at)
+    SELECT customer_id, order_id, 'seed-' || order_id, total_cents, fate = 'ok',
+           CASE WHEN fate = 'ok' THEN 'paid' ELSE 'payment_failed' END, first_at
+    FROM _seed_fate
+    WHERE fate IN ('ok', 'payment_failed')
+    ORDER BY customer_id, order_id;
+
+    -- status history and the outbox rows announcing each change
+    CREATE TEMP TABLE _seed_history ON COMMIT DROP AS
+    SELECT customer_id, order_id, seq, status, at,
+           lag(status) OVER (PARTITION BY order_id ORDER BY seq) AS previous
+    FROM (
+        SELECT customer_id, order_id, 1 AS seq, 'pending' AS status, placed_at AS at FROM _seed_fate
+        UNION ALL
+        SELECT customer_id, order_id, 2, CASE WHEN fate = 'ok' THEN 'paid' ELSE fate END, first_at
+        FROM _seed_fate WHERE fate <> 'pending'
+        UNION ALL
+        SELECT customer_id, order_id, 3, 'shipped', shipped_at FROM _seed_fate WHERE shipped_at IS NOT NULL
+        UNION ALL
+        SELECT customer_id, order_id, 4, 'delivered', delivered_at FROM _seed_fate WHERE delivered_at IS NOT NULL
+    ) h;
+    INSERT INTO order_status_history (customer_id, order_id, seq, status, at, detail)
+    SELECT customer_id, order_id, seq, status, at,
+           CASE WHEN status = 'pending' THEN '{"source": "seed"}'::jsonb
+                ELSE jsonb_build_object('source', 'seed', 'from', previous) END
+    FROM _seed_history
+    ORDER BY customer_id, order_id, seq;
+    INSERT INTO outbox (customer_id, id, aggregatetype, aggregateid, type, payload, created_at)
+    SELECT customer_id,
+           -- deterministic ids for seeded events (version-4 shaped)
+           (lpad(to_hex(hashint8extended(order_id, seq)), 16, '0')
+            || lpad(to_hex(hashint8extended(order_id, seq + 1000)), 16, '0'))::uuid,
+           'order', order_id::text, 'order.' || status,
+           jsonb_build_object('order_id', order_id, 'customer_id', customer_id, 'seq', seq,
+                              'status', status, 'previous', previous, 'at', at),
+           at
+    FROM _seed_history
+    ORDER BY customer_id, order_id, seq;
+    RAISE NOTICE 'seed_demo_data: payments, history and outbox written (%)', clock_timestamp() - t0;
+
+    -- ---------------------------------------------------------- inventory --
+    -- What was bought, sold and is held explains every level exactly:
+    -- restocked = sold + held + left on the shelf (0 for 5% of SKUs).
+    CREATE TEMP TABLE _seed_stock ON COMMIT DROP AS
+    SELECT s.s, v_sku_base + 1 + s.s AS sku_id,
+           coalesce(u.sold, 0) AS sold, coalesce(u.held, 0) AS held,
+           CASE WHEN seed_u(s.s, 40) < 0.05 THEN 0 ELSE 5 + floor(seed_u(s.s, 41) * 300)::integer END AS shelf
+    FROM generate_series(0, n_skus - 1) AS s(s)
+    LEFT JOIN (
+        SELECT l.sku_idx,
+               sum(l.qty) FILTER (WHERE f.fate = 'ok')::integer AS sold,
+               sum(l.qty) FILTER (WHERE f.fate = 'pending')::integer AS held
+        FROM _seed_line l JOIN _seed_fate f ON f.o = l.o
+        GROUP BY l.sku_idx
+    ) u ON u.sku_idx = s.s;
+
+    INSERT INTO inventory (sku_id, location_id, on_hand, reserved, updated_at)
+    SELECT sku_id, v_main, held + shelf, held, v_end FROM _seed_stock
+    UNION ALL
+    SELECT sku_id, v_east, 20 + s % 50, 0, v_end FROM _seed_stock WHERE s % 5 = 0
+    ORDER BY 1, 2;
+    -- two deliveries per SKU at main: before the year and mid-year
+    INSERT INTO stock_movement (sku_id, location_id, qty, reason, at)
+    SELECT sku_id, v_main, q, 'restock', at
+    FROM _seed_stock
+    CROSS JOIN LATERAL (VALUES
+        (sold + held + shelf - (sold + held + shelf) / 3, v_start - interval '10 days'),
+        ((sold + held + shelf) / 3, v_start + interval '182 days')) AS d(q, at)
+    WHERE q > 0
+    UNION ALL
+    SELECT sku_id, v_east, 20 + s % 50, 'restock', v_start - interval '10 days' FROM _seed_stock WHERE s % 5 = 0;
+    RAISE NOTICE 'seed_demo_data: inventory written (%)', clock_timestamp() - t0;
+
+    -- ------------------------------------------------------------- events --
+    -- Sessions that led to an order: 3-10 page views in the half hour before
+    -- it, 1-2 add_to_cart, one checkout_started; and as many sessions again
+    -- that did not buy: 1-4 views, a cart 30% of the time.
+    PERFORM ensure_event_partitions(interval '2 days', (v_end - v_start) + interval '2 days', v_end);
+    INSERT INTO event (at, kind, customer_id, props)
+    SELECT f.placed_at - seed_u(f.o * 16 + k, 50) * interval '30 minutes', 'page_view', f.customer_id,
+           jsonb_build_object('path', '/product/' || (1 + floor(seed_u(f.o * 16 + k, 52) * n_products))::int)
+    FROM _seed_fate f CROSS JOIN LATERAL generate_series(1, 3 + floor(seed_u(f.o, 51) * 8)::int) AS k
+    UNION ALL
+    SELECT f.placed_at - seed_u(f.o * 4 + k, 53) * interval '10 minutes', 'add_to_cart', f.customer_id, '{}'
+    FROM _seed_fate f CROSS JOIN LATERAL generate_series(1, 1 + (seed_u(f.o, 54) < 0.5)::int) AS k
+    UNION ALL
+    SELECT f.placed_at - interval '1 minute', 'checkout_started', f.customer_id, '{}'
+    FROM _seed_fate f
+    UNION ALL
+    SELECT so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours', 'page_view', NULL,
+           jsonb_build_object('path', '/product/' || (1 + floor(seed_u(so.o * 8 + k, 56) * n_products))::int)
+    FROM _seed_order so CROSS JOIN LATERAL generate_series(1, 1 + floor(seed_u(so.o, 57) * 4)::int) AS k
+    WHERE so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours' < v_end
+    UNION ALL
+    SELECT so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours' + interval '2 minutes', 'add_to_cart', NULL, '{}'
+    FROM _seed_order so
+    WHERE seed_u(so.o, 58) < 0.3 AND so.placed_at + (seed_u(so.o, 55) - 0.5) * interval '6 hours' < v_end;
+    RAISE NOTICE 'seed_demo_data: events written (%)', clock_timestamp() - t0;
+
+    RETURN QUERY
+    SELECT x.entity, x.rows FROM (VALUES
+        ('categories', (SELECT count(*) FROM category)),
+        ('products', (SELECT count(*) FROM product)),
+        ('skus', (SELECT count(*) FROM sku)),
+        ('customers', (SELECT count(*) FROM customer)),
+        ('orders', (SELECT count(*) FROM orders)),
+        ('order lines', (SELECT count(*) FROM order_line)),
+        ('reservations', (SELECT count(*) FROM reservation)),
+        ('payments', (SELECT count(*) FROM payment)),
+        ('status changes', (SELECT count(*) FROM order_status_history)),
+        ('outbox events', (SELECT count(*) FROM outbox)),
+        ('events', (SELECT count(*) FROM event))
+    ) AS x(entity, rows);
+    RAISE NOTICE 'seed_demo_data: done in %', clock_timestamp() - t0;
+END
+$$;
+
+-- the merge and the loader's watermark, from the library
+CREATE  FUNCTION "xact_age_limit"(
+	"now_xid" bigint, /* Option < i64 > */
+	"watermark" bigint /* Option < i64 > */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'xact_age_limit_wrapper';
+CREATE  FUNCTION "scd2_upsert"(
+	"target" regclass, /* Option < RegClass > */
+	"source" regclass, /* Option < RegClass > */
+	"key_columns" TEXT[], /* :: std :: option :: Option < Vec < Option < String > > > */
+	"tracked_columns" TEXT[], /* :: std :: option :: Option < Vec < Option < String > > > */
+	"as_of" timestamp with time zone DEFAULT now(), /* Option < TimestampWithTimeZone > */
+	"changed_at_column" TEXT DEFAULT NULL, /* Option < & str > */
+	"deletes" TEXT DEFAULT 'ignore', /* Option < & str > */
+	"late_changes" TEXT DEFAULT 'split' /* Option < & str > */
+) RETURNS TABLE (
+	"inserted" bigint,  /* i64 */
+	"versioned" bigint,  /* i64 */
+	"unchanged" bigint,  /* i64 */
+	"closed" bigint  /* i64 */
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'scd2_upsert_wrapper';
+
+CREATE SCHEMA storefront_dw;
+COMMENT ON SCHEMA storefront_dw IS 'The warehouse: star schema, SCD2 dimensions, load state and report views (see load_warehouse()).';
+
+CREATE TABLE storefront_dw.dim_date (
+    date_key   integer  PRIMARY KEY,          -- yyyymmdd
+    date       date     NOT NULL UNIQUE,
+    year       smallint NOT NULL,
+    quarter    smallint NOT NULL,
+    month      smallint NOT NULL,
+    month_name text     NOT NULL,
+    iso_week   smallint NOT NULL,
+    day        smallint NOT NULL,
+    iso_dow    smallint NOT NULL,
+    day_name   text     NOT NULL,
+    is_weekend boolean  NOT NULL
+);
+COMMENT ON TABLE storefront_dw.dim_date IS 'Calendar days (UTC) from the first order on; date_key is yyyymmdd.';
+
+CREATE TABLE storefront_dw.dim_customer (
+    customer_key bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_id  bigint      NOT NULL,
+    -- tracked: new (no paid order yet), one-time, repeat (2-4), loyal (5+)
+    segment      text        NOT NULL,
+    region       text,
+    -- copied into new versions
+    full_name    text        NOT NULL,
+    signup_date  date        NOT NULL,
+    valid_from   timestamptz NOT NULL,
+    valid_to     timestamptz NOT NULL DEFAULT 'infinity',
+    is_current   boolean     NOT NULL DEFAULT true,
+    CONSTRAINT dim_customer_validity CHECK (valid_from < valid_to AND is_current = (valid_to = 'infinity')),
+    CONSTRAINT dim_customer_version_key UNIQUE (customer_id, valid_from),
+    CONSTRAINT dim_customer_no_overlap EXCLUDE USING gist (customer_id WITH =, tstzrange(valid_from, valid_to) WITH &&)
+);
+CREATE UNIQUE INDEX dim_customer_current_key ON storefront_dw.dim_customer (customer_id) WHERE is_current;
+COMMENT ON TABLE storefront_dw.dim_customer IS 'Customers, SCD Type 2: a version per change of segment or region, valid [valid_from, valid_to).';
+
+CREATE TABLE storefront_dw.dim_product (
+    product_key   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    sku_id        bigint      NOT NULL,
+    -- tracked
+    price_cents   bigint      NOT NULL,
+    currency      char(3)     NOT NULL,
+    category_path text,
+    -- copied into new versions
+    sku_code      text        NOT NULL,
+    product_id    bigint      NOT NULL,
+    product_name  text        NOT NULL,
+    top_category  text,
+    valid_from    timestamptz NOT NULL,
+    valid_to      timestamptz NOT NULL DEFAULT 'infinity',
+    is_current    boolean     NOT NULL DEFAULT true,
+    CONSTRAINT dim_product_validity CHECK (valid_from < valid_to AND is_current = (valid_to = 'infinity')),
+    CONSTRAINT dim_product_version_key UNIQUE (sku_id, valid_from),
+    CONSTRAINT dim_product_no_overlap EXCLUDE USING gist (sku_id WITH =, tstzrange(valid_from, valid_to) WITH &&)
+);
+CREATE UNIQUE INDEX dim_product_current_key ON storefront_dw.dim_product (sku_id) WHERE is_current;
+COMMENT ON TABLE storefront_dw.dim_product IS 'SKUs with their product, SCD Type 2: a version per change of price, currency or category path.';
+
+CREATE TABLE storefront_dw.dim_location (
+    location_key integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    location_id  integer NOT NULL UNIQUE,
+    code         text    NOT NULL,
+    name         text    NOT NULL
+);
+COMMENT ON TABLE storefront_dw.dim_location IS 'Stock locations (Type 1: changes overwrite).';
+
+CREATE TABLE storefront_dw.fact_order_line (
+    customer_id      bigint  NOT NULL,
+    order_id         bigint  NOT NULL,
+    line_no          integer NOT NULL,
+    date_key         integer NOT NULL REFERENCES storefront_dw.dim_date (date_key),
+    customer_key     bigint  NOT NULL REFERENCES storefront_dw.dim_customer (customer_key),
+    product_key      bigint  NOT NULL REFERENCES storefront_dw.dim_product (product_key),
+    location_key     integer REFERENCES storefront_dw.dim_location (location_key),
+    ordered_at       timestamptz NOT NULL,
+    -- the order's status now: revenue counts paid, shipped and delivered
+    order_status     text    NOT NULL,
+    quantity         integer NOT NULL,
+    unit_price_cents bigint  NOT NULL,
+    amount_cents     bigint  NOT NULL,
+    currency         char(3) NOT NULL,
+    PRIMARY KEY (customer_id, order_id, line_no)
+);
+CREATE INDEX fact_order_line_date_idx ON storefront_dw.fact_order_line (date_key);
+CREATE INDEX fact_order_line_customer_idx ON storefront_dw.fact_order_line (customer_key);
+CREATE INDEX fact_order_line_product_idx ON storefront_dw.fact_order_line (product_key);
+CREATE INDEX fact_order_line_location_idx ON storefront_dw.fact_order_line (location_key);
+COMMENT ON TABLE storefront_dw.fact_order_line IS 'One row per order line: quantity, unit price and amount in the order''s currency, the order''s status, and the dimension versions valid when the order was placed.';
+
+-- Where the last load got to: the oldest transaction still running when
+-- it started (see extension/src/warehouse/load.rs), in the cluster it ran
+-- in (a copy restored elsewhere loads everything again, to no effect).
+CREATE TABLE storefront_dw.load_state (
+    id            boolean PRIMARY KEY DEFAULT true CHECK (id),
+    watermark     bigint,
+    system_id     bigint,
+    loaded_at     timestamptz,
+    loads         bigint NOT NULL DEFAULT 0
+);
+INSERT INTO storefront_dw.load_state DEFAULT VALUES;
+COMMENT ON TABLE storefront_dw.load_state IS 'Where load_warehouse() got to: the transaction id watermark of the last load.';
+
+-- The customer segment after `paid_orders` paid orders.
+CREATE FUNCTION storefront_dw.segment_of(paid_orders bigint)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN paid_orders IS NULL OR paid_orders < 1 THEN 'new'
+            WHEN paid_orders = 1 THEN 'one-time'
+            WHEN paid_orders < 5 THEN 'repeat'
+            ELSE 'loyal' END;
+
+-- ------------------------------------------------------------ reports --
+-- What a dashboard polls, refreshed CONCURRENTLY by load_warehouse(), so
+-- readers never wait for a refresh. Revenue is paid, shipped and
+-- delivered orders.
+
+CREATE MATERIALIZED VIEW storefront_dw.daily_revenue AS
+SELECT d.date, f.currency,
+       count(DISTINCT (f.customer_id, f.order_id)) AS orders,
+       sum(f.quantity)::bigint AS units,
+       sum(f.amount_cents)::bigint AS revenue_cents
+FROM storefront_dw.fact_order_line f
+JOIN storefront_dw.dim_date d ON d.date_key = f.date_key
+WHERE f.order_status IN ('paid', 'shipped', 'delivered')
+GROUP BY d.date, f.currency;
+CREATE UNIQUE INDEX daily_revenue_key ON storefront_dw.daily_revenue (date, currency);
+COMMENT ON MATERIALIZED VIEW storefront_dw.daily_revenue IS 'Revenue, orders and units per day (UTC) and currency.';
+
+CREATE MATERIALIZED VIEW storefront_dw.monthly_product_sales AS
+SELECT date_trunc('month', d.date)::date AS month, p.sku_id, f.currency,
+       sum(f.quantity)::bigint AS units,
+       sum(f.amount_cents)::bigint AS revenue_cents
+FROM storefront_dw.fact_order_line f
+JOIN storefront_dw.dim_date d ON d.date_key = f.date_key
+JOIN storefront_dw.dim_product p ON p.product_key = f.product_key
+WHERE f.order_status IN ('paid', 'shipped', 'delivered')
+GROUP BY 1, 2, 3;
+CREATE UNIQUE INDEX monthly_product_sales_key ON storefront_dw.monthly_product_sales (month, sku_id, currency);
+COMMENT ON MATERIALIZED VIEW storefront_dw.monthly_product_sales IS 'Units and revenue per month, SKU and currency.';
+
+CREATE MATERIALIZED VIEW storefront_dw.monthly_segment_revenue AS
+SELECT date_trunc('month', d.date)::date AS month,
+       coalesce(p.top_category, 'Uncategorised') AS top_category,
+       c.segment, f.currency,
+       count(DISTINCT (f.customer_id, f.order_id)) AS orders,
+       sum(f.amount_cents)::bigint AS revenue_cents
+FROM storefront_dw.fact_order_line f
+JOIN storefront_dw.dim_date d ON d.date_key = f.date_key
+JOIN storefront_dw.dim_product p ON p.product_key = f.product_key
+JOIN storefront_dw.dim_customer c ON c.customer_key = f.customer_key
+WHERE f.order_status IN ('paid', 'shipped', 'delivered')
+GROUP BY 1, 2, 3, 4;
+CREATE UNIQUE INDEX monthly_segment_revenue_key
+    ON storefront_dw.monthly_segment_revenue (month, top_category, segment, currency);
+COMMENT ON MATERIALIZED VIEW storefront_dw.monthly_segment_revenue IS 'Revenue per month, top-level category and customer segment as it was when each order was placed.';
+
+-- ------------------------------------------------------------- loader --
+-- Incremental: only OLTP rows written by transactions the last load did
+-- not see (transaction-id watermark, see load.rs), merged idempotently, so
+-- a row seen twice changes nothing and none is missed while orders keep
+-- arriving. Steps, in lock order: the load state row (one load at a time),
+-- dim_date, dim_location, dim_product and dim_customer (scd2_upsert, SHARE
+-- ROW EXCLUSIVE each), fact_order_line, then the report views.
+CREATE FUNCTION load_warehouse()
+RETURNS TABLE (step text, rows bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '10s'
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now_xid  bigint;
+    v_mark     bigint;
+    v_system   bigint;
+    v_state    record;
+    v_age      integer;
+    v_as_of    timestamptz;
+    v_n        bigint;
+    v_min_n    bigint;
+    v_changed  bigint := 0;
+    v_min      date;
+    v_max      date;
+    r          record;
+BEGIN
+    SELECT * INTO v_state FROM storefront_dw.load_state WHERE id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO storefront_dw.load_state DEFAULT VALUES;
+        SELECT * INTO v_state FROM storefront_dw.load_state WHERE id FOR UPDATE;
+    END IF;
+    -- this transaction's id first, so age() counts from it
+    v_now_xid := pg_current_xact_id()::text::bigint;
+    v_mark := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+    SELECT s.system_identifier INTO v_system FROM pg_control_system() s;
+    v_age := storefront.xact_age_limit(v_now_xid,
+                                       CASE WHEN v_state.system_id = v_system THEN v_state.watermark END);
+
+    -- ------------------------------------------------ what changed --
+    -- (left over when an earlier load in this transaction failed and was
+    -- caught)
+    FOR r IN SELECT t FROM unnest(ARRAY['wh_order', 'wh_customer', 'wh_sku', 'wh_sold', 'wh_cust_event',
+                                         'wh_product_src', 'wh_customer_src']) t
+             WHERE to_regclass('pg_temp.' || t) IS NOT NULL LOOP
+        EXECUTE format('DROP TABLE pg_temp.%I', r.t);
+    END LOOP;
+    CREATE TEMP TABLE wh_order ON COMMIT DROP AS
+    SELECT o.customer_id, o.order_id, o.status, o.currency, o.placed_at
+    FROM storefront.orders o WHERE age(o.xmin) <= v_age;
+    CREATE TEMP TABLE wh_customer ON COMMIT DROP AS
+    SELECT c.customer_id, c.updated_at FROM storefront.customer c WHERE age(c.xmin) <= v_age;
+    CREATE TEMP TABLE wh_sku ON COMMIT DROP AS
+    SELECT s.sku_id FROM storefront.sku s WHERE age(s.xmin) <= v_age;
+    step := 'orders read'; rows := (SELECT count(*) FROM wh_order); RETURN NEXT;
+
+    -- ----------------------------------------------------- dim_date --
+    SELECT min((o.placed_at AT TIME ZONE 'UTC')::date), max((o.placed_at AT TIME ZONE 'UTC')::date)
+    INTO v_min, v_max FROM wh_order o;
+    IF v_min IS NOT NULL THEN
+        v_min := least(v_min, (SELECT max(d.date) + 1 FROM storefront_dw.dim_date d));
+        INSERT INTO storefront_dw.dim_date (date_key, date, year, quarter, month, month_name, iso_week, day,
+                                            iso_dow, day_name, is_weekend)
+        SELECT to_char(g, 'YYYYMMDD')::integer, g::date, extract(year FROM g), extract(quarter FROM g),
+               extract(month FROM g), to_char(g, 'FMMonth'), extract(week FROM g), extract(day FROM g),
+               extract(isodow FROM g), to_char(g, 'FMDay'), extract(isodow FROM g) >= 6
+        FROM generate_series(v_min, v_max, interval '1 day') AS g
+        ON CONFLICT (date_key) DO NOTHING;
+        GET DIAGNOSTICS v_n = ROW_COUNT;
+    ELSE
+        v_n := 0;
+    END IF;
+    step := 'dim_date'; rows := v_n; RETURN NEXT;
+
+    -- ------------------------------------------------- dim_location --
+    INSERT INTO storefront_dw.dim_location AS d (location_id, code, name)
+    SELECT l.location_id, l.code, l.name FROM storefront.location l
+    ON CONFLICT (location_id) DO UPDATE SET code = excluded.code, name = excluded.name
+    WHERE (d.code, d.name) IS DISTINCT FROM (excluded.code, excluded.name);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    step := 'dim_location'; rows := v_n; RETURN NEXT;
+
+    -- -------------------------------------------------- dim_product --
+    -- a SKU new to the warehouse is versioned from its creation, a
+    -- changed one from its last update
+    CREATE TEMP TABLE wh_product_src ON COMMIT DROP AS
+    WITH RECURSIVE path AS (
+        SELECT c.category_id, c.name AS path, c.name AS top
+        FROM storefront.category c WHERE c.parent_id IS NULL
+        UNION ALL
+        SELECT c.category_id, p.path || '/' || c.name, p.top
+        FROM storefront.category c JOIN path p ON c.parent_id = p.category_id
+    )
+    SELECT s.sku_id, s.price_cents, s.currency, pa.path AS category_path, s.code AS sku_code,
+           p.product_id, p.name AS product_name, pa.top AS top_category,
+           CASE WHEN EXISTS (SELECT 1 FROM storefront_dw.dim_product d WHERE d.sku_id = s.sku_id)
+                THEN s.updated_at ELSE s.created_at END AS changed_at
+    FROM wh_sku w
+    JOIN storefront.sku s ON s.sku_id = w.sku_id
+    JOIN storefront.product p ON p.product_id = s.product_id
+    LEFT JOIN path pa ON pa.category_id = p.category_id;
+
+    -- ------------------------------------------------- dim_customer --
+    -- orders that became sold since the last load: each one may move its
+    -- customer to the next segment, from the time it was paid
+    CREATE TEMP TABLE wh_sold ON COMMIT DROP AS
+    SELECT o.customer_id, o.order_id,
+           coalesce((SELECT min(p.created_at) FROM storefront.payment p
+                     WHERE p.customer_id = o.customer_id AND p.order_id = o.order_id AND p.succeeded),
+                    o.placed_at) AS paid_at
+    FROM wh_order o
+    WHERE o.status IN ('paid', 'shipped', 'delivered')
+      AND NOT EXISTS (SELECT 1 FROM storefront_dw.fact_order_line f
+                      WHERE f.customer_id = o.customer_id AND f.order_id = o.order_id
+                        AND f.order_status IN ('paid', 'shipped', 'delivered'));
+    -- the times at which an affected customer's state is stated: creation
+    -- (new to the warehouse), the account's last change, each new payment,
+    -- and every later version (restated, should a change arrive late)
+    CREATE TEMP TABLE wh_cust_event ON COMMIT DROP AS
+    WITH affected AS (
+        SELECT customer_id FROM wh_customer UNION SELECT customer_id FROM wh_sold
+    ), ev AS (
+        SELECT c.customer_id,
+               CASE WHEN EXISTS (SELECT 1 FROM storefront_dw.dim_customer d WHERE d.customer_id = c.customer_id)
+                    THEN NULL ELSE c.created_at END AS at
+        FROM affected a JOIN storefront.customer c ON c.customer_id = a.customer_id
+        UNION ALL
+        SELECT w.customer_id, w.updated_at FROM wh_customer w
+        WHERE EXISTS (SELECT 1 FROM storefront_dw.dim_customer d WHERE d.customer_id = w.customer_id)
+        UNION ALL
+        SELECT s.customer_id, s.paid_at FROM wh_sold s
+    ), firsts AS (
+        SELECT customer_id, min(at) AS first_at FROM ev WHERE at IS NOT NULL GROUP BY customer_id
+    )
+    SELECT DISTINCT customer_id, at FROM ev WHERE at IS NOT NULL
+    UNION
+    SELECT d.customer_id, d.valid_from
+    FROM firsts f JOIN storefront_dw.dim_customer d ON d.customer_id = f.customer_id AND d.valid_from > f.first_at;
+    -- the state at each of those times: segment by paid orders so far,
+    -- region as the account says (or, before its last change, as the
+    -- warehouse has it)
+    CREATE TEMP TABLE wh_customer_src ON COMMIT DROP AS
+    WITH pay AS (
+        SELECT o.customer_id,
+               coalesce((SELECT min(p.created_at) FROM storefront.payment p
+                         WHERE p.customer_id = o.customer_id AND p.order_id = o.order_id AND p.succeeded),
+                        o.placed_at) AS at
+        FROM (SELECT DISTINCT customer_id FROM wh_cust_event) a
+        JOIN storefront.orders o ON o.customer_id = a.customer_id
+        WHERE o.status IN ('paid', 'shipped', 'delivered')
+    ), x AS (
+        SELECT customer_id, at, 1 AS paid, 0 AS kind FROM pay
+        UNION ALL
+        SELECT customer_id, at, 0, 1 FROM wh_cust_event
+    ), y AS (
+        SELECT customer_id, at, kind,
+               sum(paid) OVER (PARTITION BY customer_id ORDER BY at, kind ROWS UNBOUNDED PRECEDING) AS paid_orders
+        FROM x
+    )
+    SELECT y.customer_id, storefront_dw.segment_of(y.paid_orders) AS segment,
+           CASE WHEN y.at >= c.updated_at THEN c.region
+                ELSE coalesce((SELECT d.region FROM storefront_dw.dim_customer d
+                               WHERE d.customer_id = y.customer_id AND d.valid_from <= y.at AND d.valid_to > y.at),
+                              c.region) END AS region,
+           c.full_name, (c.created_at AT TIME ZONE 'UTC')::date AS signup_date, y.at AS changed_at
+    FROM y JOIN storefront.customer c ON c.customer_id = y.customer_id
+    WHERE y.kind = 1;
+
+    -- every change time is in the past of as_of, even for demo data
+    -- stamped ahead of the clock
+    v_as_of := greatest(clock_timestamp(),
+                        (SELECT max(changed_at) FROM wh_product_src),
+                        (SELECT max(changed_at) FROM wh_customer_src));
+    SELECT * INTO r FROM storefront.scd2_upsert('storefront_dw.dim_product', 'pg_temp.wh_product_src',
+        '{sku_id}', '{price_cents,currency,category_path}', v_as_of, 'changed_at');
+    v_changed := v_changed + r.inserted + r.versioned;
+    step := 'dim_product'; rows := r.inserted + r.versioned; RETURN NEXT;
+    SELECT * INTO r FROM storefront.scd2_upsert('storefront_dw.dim_customer', 'pg_temp.wh_customer_src',
+        '{customer_id}', '{segment,region}', v_as_of, 'changed_at');
+    v_changed := v_changed + r.inserted + r.versioned;
+    step := 'dim_customer'; rows := r.inserted + r.versioned; RETURN NEXT;
+
+    -- -------------------------------------------------------- facts --
+    -- facts of customers and SKUs whose history changed point again at
+    -- the version valid when their order was placed
+    UPDATE storefront_dw.fact_order_line f SET customer_key = v.customer_key
+    FROM (SELECT DISTINCT customer_id FROM wh_customer_src) a, storefront_dw.dim_customer v
+    WHERE f.customer_id = a.customer_id AND v.customer_id = a.customer_id
+      AND v.valid_from <= f.ordered_at AND f.ordered_at < v.valid_to AND f.customer_key <> v.customer_key;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_changed := v_changed + v_n;
+    UPDATE storefront_dw.fact_order_line f SET product_key = v.product_key
+    FROM (SELECT DISTINCT sku_id FROM wh_product_src) a, storefront_dw.dim_product old, storefront_dw.dim_product v
+    WHERE old.sku_id = a.sku_id AND f.product_key = old.product_key AND v.sku_id = a.sku_id
+      AND v.valid_from <= f.ordered_at AND f.ordered_at < v.valid_to AND f.product_key <> v.product_key;
+    GET DIAGNOSTICS v_min_n = ROW_COUNT;
+    v_n := v_n + v_min_n;
+    v_changed := v_changed + v_min_n;
+    step := 'facts repointed'; rows := v_n; RETURN NEXT;
+
+    -- new lines, and the status of lines already loaded; each points at
+    -- the version valid when the order was placed (or the first one, for
+    -- an order older than everything the warehouse knows)
+    INSERT INTO storefront_dw.fact_order_line AS f
+        (customer_id, order_id, line_no, date_key, customer_key, product_key, location_key, ordered_at,
+         order_status, quantity, unit_price_cents, amount_cents, currency)
+    SELECT o.customer_id, o.order_id, l.line_no,
+           to_char(o.placed_at AT TIME ZONE 'UTC', 'YYYYMMDD')::integer,
+           (SELECT d.customer_key FROM storefront_dw.dim_customer d WHERE d.customer_id = o.customer_id
+            ORDER BY d.valid_from <= o.placed_at DESC,
+                     CASE WHEN d.valid_from <= o.placed_at THEN o.placed_at - d.valid_from ELSE d.valid_from - o.placed_at END
+            LIMIT 1),
+           (SELECT d.product_key FROM storefront_dw.dim_product d WHERE d.sku_id = l.sku_id
+            ORDER BY d.valid_from <= o.placed_at DESC,
+                     CASE WHEN d.valid_from <= o.placed_at THEN o.placed_at - d.valid_from ELSE d.valid_from - o.placed_at END
+            LIMIT 1),
+           (SELECT dl.location_key
+            FROM storefront.reservation rs JOIN storefront_dw.dim_location dl ON dl.location_id = rs.location_id
+            WHERE rs.customer_id = l.customer_id AND rs.order_id = l.order_id AND rs.line_no = l.line_no
+            ORDER BY rs.state = 'consumed' DESC, rs.qty DESC, rs.reservation_id DESC LIMIT 1),
+           o.placed_at, o.status, l.qty, l.unit_price_cents, l.qty * l.unit_price_cents, o.currency
+    FROM wh_order o
+    JOIN storefront.order_line l ON l.customer_id = o.customer_id AND l.order_id = o.order_id
+    ON CONFLICT (customer_id, order_id, line_no) DO UPDATE SET order_status = excluded.order_status
+    WHERE f.order_status IS DISTINCT FROM excluded.order_status;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_changed := v_changed + v_n;
+    step := 'fact_order_line'; rows := v_n; RETURN NEXT;
+
+    -- ------------------------------------------------------ reports --
+    IF v_changed > 0 THEN
+        REFRESH MATERIALIZED VIEW CONCURRENTLY storefront_dw.daily_revenue;
+        REFRESH MATERIALIZED VIEW CONCURRENTLY storefront_dw.monthly_product_sales;
+        REFRESH MATERIALIZED VIEW CONCURRENTLY storefront_dw.monthly_segment_revenue;
+        step := 'reports refreshed'; rows := 3; RETURN NEXT;
+    ELSE
+        step := 'reports refreshed'; rows := 0; RETURN NEXT;
+    END IF;
+
+    UPDATE storefront_dw.load_state
+    SET watermark = v_mark, system_id = v_system, loaded_at = now(), loads = loads + 1
+    WHERE id;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    IF v_n <> 1 THEN
+        RAISE EXCEPTION 'could not serialize access due to a concurrent change of the warehouse load state'
+            USING ERRCODE = 'serialization_failure', HINT = 'Retry the call in a new transaction.';
+    END IF;
+    DROP TABLE pg_temp.wh_order, pg_temp.wh_customer, pg_temp.wh_sku, pg_temp.wh_sold,
+        pg_temp.wh_cust_event, pg_temp.wh_product_src, pg_temp.wh_customer_src;
+END
+$$;
+
+-- roles: applications set their customer's region, operations run the
+-- loader, analysts read the warehouse
+CREATE OR REPLACE FUNCTION app_role_functions()
+RETURNS regprocedure[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY[
+        '@extschema@.register_customer(text, text, text)',
+        '@extschema@.authenticate(text, text)',
+        '@extschema@.products(text, text, integer)',
+        '@extschema@.product(text)',
+        '@extschema@.stock(text)',
+        '@extschema@.place_order(bigint, jsonb, text, interval)',
+        '@extschema@.record_payment(bigint, bigint, boolean, text)',
+        '@extschema@.cancel_order(bigint, text)',
+        '@extschema@.order_details(bigint)',
+        '@extschema@.order_timeline(bigint)',
+        '@extschema@.order_events(bigint, integer)',
+        '@extschema@.order_customer(bigint)',
+        '@extschema@.set_customer_region(bigint, text)',
+        '@extschema@.track_event(text, timestamp with time zone, bigint, jsonb)',
+        '@extschema@.track_events(text[], timestamp with time zone[], bigint[], jsonb[])'
+    ]::text[]::regprocedure[]
+$$;
+
+CREATE OR REPLACE FUNCTION operations_role_functions()
+RETURNS regprocedure[]
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY[
+        '@extschema@.ship_order(bigint)',
+        '@extschema@.deliver_order(bigint)',
+        '@extschema@.cancel_order(bigint, text)',
+        '@extschema@.expire_reservations(timestamp with time zone, integer)',
+        '@extschema@.order_details(bigint)',
+        '@extschema@.order_timeline(bigint)',
+        '@extschema@.order_events(bigint, integer)',
+        '@extschema@.order_customer(bigint)',
+        '@extschema@.stock(text)',
+        '@extschema@.products(text, text, integer)',
+        '@extschema@.product(text)',
+        '@extschema@.check_invariants()',
+        '@extschema@.relay_order_events(integer)',
+        '@extschema@.start_event_relay(integer)',
+        '@extschema@.stop_event_relay()',
+        '@extschema@.event_relay_status()',
+        '@extschema@.pipeline_status()',
+        '@extschema@.run_maintenance(timestamp with time zone, interval, integer)',
+        '@extschema@.maintenance_begin()',
+        '@extschema@.maintenance_note(bigint, text, timestamp with time zone, boolean, bigint, text, text)',
+        '@extschema@.maintenance_rollups()',
+        '@extschema@.maintenance_retention_relations()',
+        '@extschema@.maintenance_report(integer)',
+        '@extschema@.ensure_event_partitions(interval, interval, timestamp with time zone)',
+        '@extschema@.create_rollup(text, regclass, text, interval, text[], text[], text)',
+        '@extschema@.drop_rollup(text)',
+        '@extschema@.refresh_rollup(text, timestamp with time zone)',
+        '@extschema@.invalidate_rollup(text, timestamp with time zone, timestamp with time zone)',
+        '@extschema@.rollup_advance(text, timestamp with time zone)',
+        '@extschema@.rollup_pending_step(text, integer)',
+        '@extschema@.set_retention(text, interval)',
+        '@extschema@.apply_retention(timestamp with time zone)',
+        '@extschema@.apply_retention_to(text, timestamp with time zone)',
+        '@extschema@.rollup_watermark(text)',
+        '@extschema@.dashboard_page_views(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_orders(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_revenue(timestamp with time zone, timestamp with time zone, interval)',
+        '@extschema@.dashboard_funnel(timestamp with time zone, timestamp with time zone)',
+        '@extschema@.load_warehouse()'
+    ]::text[]::regprocedure[]
+$$;
+
+CREATE OR REPLACE FUNCTION grant_analyst_role(role_name regrole)
+RETURNS TABLE (privilege text, object text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT g.privilege, g.object
+                 FROM @extschema@.grant_functions(role_name, @extschema@.analyst_role_functions(), 'analyst') g;
+    -- every table the extension owns (partitions are read through their
+    -- parent); the customer table without password_hash
+    RETURN QUERY SELECT g.privilege, g.object
+                 FROM @extschema@.grant_table_reads(role_name, ARRAY(
+                     SELECT c.oid::regclass
+                     FROM pg_class c
+                     JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+                     JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'storefront'
+                     WHERE c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
+                       AND c.relnamespace = '@extschema@'::regnamespace
+                       AND c.relname NOT IN ('role_kind', 'config')
+                     ORDER BY c.relname)) g;
+    -- the warehouse: its tables and report views, read-only
+    EXECUTE format('GRANT USAGE ON SCHEMA storefront_dw TO %s', role_name);
+    privilege := 'USAGE'; object := 'schema storefront_dw';
+    RETURN NEXT;
+    RETURN QUERY SELECT g.privilege, g.object
+                 FROM @extschema@.grant_table_reads(role_name, ARRAY(
+                     SELECT c.oid::regclass FROM pg_class c
+                     WHERE c.relnamespace = 'storefront_dw'::regnamespace AND c.relkind IN ('r', 'm')
+                     ORDER BY c.relname)) g;
+END
+$$;
+
+COMMENT ON FUNCTION set_customer_region(bigint, text) IS
+'Set the customer''s region (NULL or '''' clears it); returns it. The warehouse versions the customer from this change. Errors: 22004 NULL customer, 22023 region over 64 characters, 23503 unknown customer, 42501 another customer.';
+COMMENT ON FUNCTION scd2_upsert(regclass, regclass, text[], text[], timestamp with time zone, text, text, text) IS
+'Merge source into the SCD Type 2 table target (valid_from, valid_to = ''infinity'' while current, is_current): new keys get a version, keys whose tracked columns changed (typed, NULL-safe) get a new version and their current one is closed where it starts, untracked columns are copied into new versions. With changed_at_column a key may change several times in one batch (chained versions); a change older than the current version splits the version covering it (late_changes => ''split'') or is refused (''reject''). deletes: ''ignore'', ''close'' (close keys missing from the source at as_of) or ''version'' (also add a tombstone with is_deleted). Returns (inserted, versioned, unchanged, closed). Runs with the caller''s rights; one merge per target at a time. Errors: 21000 several source rows of a key at one time, 23502 NULL key or change time, 42P01 unknown relation, 42703 unknown column, 22023 target without validity columns or a type mismatch, 22008 infinite time, 55000 late change refused, 55P03 lock wait over 30s.';
+COMMENT ON FUNCTION load_warehouse() IS
+'Load the warehouse (schema storefront_dw) from the OLTP tables: only rows written since the last load (transaction-id watermark, nothing missed or doubled while orders arrive), dimensions merged with scd2_upsert, facts pointing at the versions valid when each order was placed, report views refreshed concurrently. Idempotent; one load at a time. Returns rows per step. Errors: 55P03 lock wait over 10s.';
+COMMENT ON FUNCTION xact_age_limit(bigint, bigint) IS
+'Internal: the largest age(xmin) of a row written at or after a transaction-id watermark, seen from transaction now_xid (every row when there is no usable watermark).';
+COMMENT ON FUNCTION storefront_dw.segment_of(bigint) IS
+'The customer segment after a number of paid orders: new (0), one-time (1), repeat (2-4), loyal (5 or more).';
+
+ALTER FUNCTION scd2_upsert(regclass, regclass, text[], text[], timestamp with time zone, text, text, text) SET lock_timeout = '30s';
+REVOKE ALL ON FUNCTION set_customer_region(bigint, text), load_warehouse(), xact_age_limit(bigint, bigint),
+    scd2_upsert(regclass, regclass, text[], text[], timestamp with time zone, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION xact_age_limit(bigint, bigint) TO PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA storefront_dw FROM PUBLIC;
+-- the warehouse's tables and identity sequences are dumped (one call per
+-- statement: each updates the extension's catalog row)
+SELECT pg_catalog.pg_extension_config_dump('storefront_dw.dim_date', '');
+SELECT pg_catalog.pg_extension_config_dump('storefront_dw.dim_customer', '');
+SELECT pg_catalog.pg_extension_config_dump('storefront_dw.dim_product', '');
+SELECT pg_catalog.pg_extension_config_dump('storefront_dw.dim_location', '');
+SELECT pg_catalog.pg_extension_config_dump('storefront_dw.fact_order_line', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('storefront_dw.dim_customer', 'customer_key')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('storefront_dw.dim_product', 'product_key')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('storefront_dw.dim_location', 'location_key')::regclass, '');

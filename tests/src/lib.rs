@@ -182,8 +182,9 @@ pub fn psql(db: &str, script: &str) -> (bool, String) {
 /// database, one line per fact, sorted: member relations with their
 /// columns (in order), constraints, indexes, triggers, policies and
 /// privileges; member functions with their whole definitions and
-/// privileges; types, sequences, schemas; comments on all of them; the
-/// tables registered for pg_dump. Object ids and run-time objects (event
+/// privileges; types, sequences, schemas (storefront and the warehouse's
+/// storefront_dw); comments on all of them; the tables registered for
+/// pg_dump; the extensions it requires. Object ids and run-time objects (event
 /// partitions, rollups) are left out, and so are privileges granted to
 /// roles other than PUBLIC and the object's owner (the DBA's grants).
 /// A fresh install and an upgraded one must give the same lines.
@@ -270,6 +271,11 @@ lines AS (
     UNION ALL
     SELECT format('extension schema=%s relocatable=%s', e.extnamespace::regnamespace, e.extrelocatable)
     FROM pg_extension e, ext WHERE e.oid = ext.oid
+    UNION ALL
+    -- the extensions it requires (recorded by CREATE and by ALTER ... UPDATE)
+    SELECT format('requires %s', r.extname)
+    FROM pg_depend d JOIN ext ON d.objid = ext.oid JOIN pg_extension r ON r.oid = d.refobjid
+    WHERE d.classid = 'pg_extension'::regclass AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'n'
 )
 SELECT line FROM lines ORDER BY line"#;
     sqlx::query_scalar(sql).fetch_all(pool).await.expect("schema fingerprint")

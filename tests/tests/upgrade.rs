@@ -19,7 +19,10 @@ use std::str::FromStr;
 use std::time::Duration;
 use storefront_tests::*;
 
-const PORT: u16 = 28817;
+/// The upgrade cluster's port (STOREFRONT_UPGRADE_PORT, default 28817).
+fn port() -> u16 {
+    std::env::var("STOREFRONT_UPGRADE_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(28817)
+}
 
 struct Kit {
     root: PathBuf,
@@ -56,6 +59,12 @@ impl Kit {
         std::fs::copy(from, &tmp).expect("copy library");
         std::fs::rename(&tmp, self.library()).expect("put library in place");
     }
+    /// The control file a version shipped with (0.2.0 requires btree_gist,
+    /// 0.1.0 did not).
+    fn install_control(&self, from: &Path) {
+        let to = self.root.join("pg/usr/share/postgresql/15/extension/storefront.control");
+        std::fs::copy(from, to).expect("put control file in place");
+    }
     fn initdb(&self) {
         let data = self.data();
         let _ = std::fs::remove_dir_all(&data);
@@ -64,9 +73,10 @@ impl Kit {
             &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"],
         );
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {PORT}\nunix_socket_directories = '{}'\n\
+            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
              shared_buffers = 512MB\nwork_mem = 32MB\nmaintenance_work_mem = 512MB\nmax_wal_size = 4GB\n\
              fsync = off\nsynchronous_commit = off\nlog_min_messages = warning\n",
+            port(),
             self.root.display()
         );
         let path = data.join("postgresql.conf");
@@ -87,7 +97,7 @@ impl Kit {
 }
 
 async fn pool(db: &str) -> PgPool {
-    let opts = PgConnectOptions::from_str(&format!("postgres://postgres@127.0.0.1:{PORT}/{db}")).unwrap();
+    let opts = PgConnectOptions::from_str(&format!("postgres://postgres@127.0.0.1:{}/{db}", port())).unwrap();
     PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(60))
@@ -126,8 +136,9 @@ async fn upgrades_keep_schema_rows_and_invariants() {
 }
 
 async fn upgrade_from(kit: &Kit, from: &str, to: &str) {
-    // the released version, with its own library
+    // the released version, with its own library and control file
     kit.install_library(&kit.root.join(format!("releases/storefront-{from}.so")));
+    kit.install_control(&kit.root.join(format!("releases/storefront-{from}.control")));
     kit.initdb();
     kit.start();
     let admin = pool("postgres").await;
@@ -165,8 +176,18 @@ async fn upgrade_from(kit: &Kit, from: &str, to: &str) {
     // the new library, a restart, the update
     kit.stop();
     kit.install_library(&kit.root.join("storefront-current.so"));
+    kit.install_control(&kit.root.join("storefront-current.control"));
     kit.start();
     let upgraded = pool("upgraded").await;
+    // the new version requires btree_gist, and ALTER EXTENSION has no
+    // CASCADE: PostgreSQL refuses the update, changing nothing, until the
+    // DBA installs it
+    let before_update = schema_fingerprint(&upgraded).await;
+    let err = upgraded.execute("ALTER EXTENSION storefront UPDATE").await.expect_err("an update without btree_gist");
+    let e = pg_err(&err).expect("a database error");
+    assert_eq!(e.message, "required extension \"btree_gist\" is not installed", "{e:?}");
+    assert_eq!(schema_fingerprint(&upgraded).await, before_update, "a refused update changed the schema");
+    upgraded.execute("CREATE EXTENSION btree_gist").await.expect("CREATE EXTENSION btree_gist");
     upgraded.execute("ALTER EXTENSION storefront UPDATE").await.expect("ALTER EXTENSION storefront UPDATE");
     let version: String = sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'storefront'")
         .fetch_one(&upgraded)
