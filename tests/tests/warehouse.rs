@@ -281,7 +281,7 @@ async fn scd2_refuses_bad_calls_and_changes_nothing() {
     pool.execute("CREATE TABLE plain (id integer, price numeric); CREATE TABLE badtype (id integer, price numeric, valid_from date, valid_to timestamptz, is_current boolean); CREATE TABLE textstage (id integer, price text)").await.unwrap();
     let e = refused(&pool, "SELECT * FROM storefront.scd2_upsert('plain', 'stage', '{id}', '{price}')", "22023", &t).await;
     assert_eq!(e.message, "target \"plain\" has no column \"valid_from\"");
-    assert!(e.hint.unwrap().contains("ALTER TABLE \"public\".\"plain\" ADD COLUMN valid_from timestamp with time zone NOT NULL"));
+    assert!(e.hint.unwrap().contains("ALTER TABLE public.plain ADD COLUMN valid_from timestamp with time zone NOT NULL"));
     let e = refused(&pool, "SELECT * FROM storefront.scd2_upsert('badtype', 'stage', '{id}', '{price}')", "22023", &t).await;
     assert_eq!(e.message, "column \"valid_from\" of target \"badtype\" has type date, not timestamp with time zone");
     let e = refused(&pool, "SELECT * FROM storefront.scd2_upsert('dim', 'textstage', '{id}', '{price}')", "22023", &t).await;

@@ -119,15 +119,21 @@ fn run(client: &mut SpiClient<'_>, plan: &Plan, req: &Request<'_>, as_of: Timest
     }
 
     // --------------------------------------------------------- fast path
-    let row = client.update(plan.fast.as_str(), Some(1), &args)?.first();
+    drop_stage(client)?;
+    // a statement creating a table takes no parameters: as_of as a literal
+    let as_of_text: String = client.select("SELECT $1::timestamptz::text", Some(1), &args)?.first().get(1)?.unwrap_or_default();
+    let stage = plan.stage.replace("$1::timestamptz", &format!("{}::timestamptz", scd2::literal(&as_of_text)));
+    client.update(stage.as_str(), None, &[])?;
+    let closes_done = client.update(plan.close.as_str(), None, &[])?.len() as i64;
+    let rows_inserted = client.update(plan.insert.as_str(), None, &[])?.len() as i64;
+    let row = client.select(plan.tally.as_str(), Some(1), &[])?.first();
     let mut inserted: i64 = row.get(1)?.unwrap_or(0);
     let versions: i64 = row.get(2)?.unwrap_or(0);
     let closes_expected: i64 = row.get(3)?.unwrap_or(0);
-    let closes_done: i64 = row.get(4)?.unwrap_or(0);
-    let rows_inserted: i64 = row.get(5)?.unwrap_or(0);
-    let late_rows: i64 = row.get(6)?.unwrap_or(0);
+    let late_rows: i64 = row.get(4)?.unwrap_or(0);
+    drop_stage(client)?;
     if closes_expected != closes_done || rows_inserted != versions {
-        return Err(concurrent(&plan.target_display, closes_expected, closes_done));
+        return Err(concurrent(&plan.target_display, closes_expected + versions, closes_done + rows_inserted));
     }
     let mut versioned = versions - inserted;
     let mut unchanged = n_source - versions - late_rows;
@@ -182,6 +188,19 @@ fn run(client: &mut SpiClient<'_>, plan: &Plan, req: &Request<'_>, as_of: Timest
         }
     }
     Ok((inserted, versioned, unchanged.max(0), closed))
+}
+
+/// Drop the staging table of an earlier call in this transaction.
+fn drop_stage(client: &mut SpiClient<'_>) -> StoreResult<()> {
+    let exists = client
+        .select("SELECT to_regclass($1) IS NOT NULL", Some(1), &[scd2::STAGE.into()])?
+        .first()
+        .get::<bool>(1)?
+        .unwrap_or(false);
+    if exists {
+        client.update(format!("DROP TABLE {}", scd2::STAGE).as_str(), None, &[])?;
+    }
+    Ok(())
 }
 
 fn concurrent(target: &str, expected: i64, got: i64) -> StoreError {

@@ -37,6 +37,9 @@ const TIMESTAMPTZ: &str = "timestamp with time zone";
 /// Internal column names of the generated SQL start with this; user
 /// columns may not.
 const RESERVED: &str = "scd2#";
+/// The temporary table a merge stages its versions in (dropped at the end
+/// of each call).
+pub const STAGE: &str = "pg_temp.\"scd2#stage\"";
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,9 +152,16 @@ pub struct Plan {
     /// up to 6 rows (description, count) of keys with several rows at one
     /// time; None when the source's own unique index rules them out
     pub duplicates: Option<String>,
-    /// one row: new-life versions, all versions, closes expected, closes
-    /// done, rows inserted, rows of keys left for the slow path
-    pub fast: String,
+    /// stage the rows that make versions, and the rows of keys left for
+    /// the slow path, in a temporary table ([`STAGE`]); `$1` is as_of
+    pub stage: String,
+    /// close the current versions the staged rows replace
+    pub close: String,
+    /// insert the staged versions
+    pub insert: String,
+    /// one row: new-life versions, all versions, closes expected, rows of
+    /// keys left for the slow path
+    pub tally: String,
     /// keys (as text[]) with a row that its covering version does not match
     pub late_keys: String,
     /// the times of one key's source rows, in order
@@ -589,28 +599,33 @@ pub fn plan(req: &Request<'_>, target: &Rel, source: &Rel, facts: &dyn TypeFacts
         }
     };
     let d_copy = copied.iter().map(|c| format!("d.{}", c.q)).collect::<Vec<_>>().join(", ");
-    let fast = format!(
-        "WITH src AS ({src}),
-{j}, {d}, closed AS (
-    UPDATE {t_sql} t SET {VALID_TO} = d.\"scd2#ts\", {IS_CURRENT} = false
-    FROM d
-    WHERE NOT d.\"scd2#late_key\" AND d.\"scd2#first\" AND d.\"scd2#has_cur\" AND {on_td} AND t.{IS_CURRENT}
-    RETURNING 1
-), ins AS (
-    INSERT INTO {t_sql} ({insert_cols})
-    SELECT {d_copy}, d.\"scd2#ts\", coalesce(d.\"scd2#next\", 'infinity'), d.\"scd2#next\" IS NULL{live}
-    FROM d
-    WHERE NOT d.\"scd2#late_key\" AND (SELECT count(*) FROM closed) >= 0
-    RETURNING 1
-)
-SELECT count(*) FILTER (WHERE NOT \"scd2#late_key\" AND \"scd2#first\" AND (NOT \"scd2#has_cur\" OR \"scd2#cur_dead\")),
+    // the rows that make versions (and the rows of late keys) are staged
+    // in a temporary table, so closing and inserting are planned on their
+    // real number (a handful, or a million)
+    let stage = format!(
+        "CREATE TEMPORARY TABLE {STAGE} ON COMMIT DROP AS
+WITH src AS ({src}),
+{j}, {d}
+SELECT * FROM d"
+    );
+    let close = format!(
+        "UPDATE {t_sql} t SET {VALID_TO} = d.\"scd2#ts\", {IS_CURRENT} = false
+FROM {STAGE} d
+WHERE NOT d.\"scd2#late_key\" AND d.\"scd2#first\" AND d.\"scd2#has_cur\" AND {on_td} AND t.{IS_CURRENT}",
+        on_td = join_on("t", "d"),
+    );
+    let insert = format!(
+        "INSERT INTO {t_sql} ({insert_cols})
+SELECT {d_copy}, d.\"scd2#ts\", coalesce(d.\"scd2#next\", 'infinity'), d.\"scd2#next\" IS NULL{live}
+FROM {STAGE} d
+WHERE NOT d.\"scd2#late_key\""
+    );
+    let tally = format!(
+        "SELECT count(*) FILTER (WHERE NOT \"scd2#late_key\" AND \"scd2#first\" AND (NOT \"scd2#has_cur\" OR \"scd2#cur_dead\")),
        count(*) FILTER (WHERE NOT \"scd2#late_key\"),
        count(*) FILTER (WHERE NOT \"scd2#late_key\" AND \"scd2#first\" AND \"scd2#has_cur\"),
-       (SELECT count(*) FROM closed),
-       (SELECT count(*) FROM ins),
        count(*) FILTER (WHERE \"scd2#late_key\")
-FROM d",
-        on_td = join_on("t", "d"),
+FROM {STAGE}"
     );
 
     // ------------------------------------------------------------- slow --
@@ -735,7 +750,10 @@ SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM tomb)"
     Ok(Plan {
         validate,
         duplicates,
-        fast,
+        stage,
+        close,
+        insert,
+        tally,
         late_keys,
         key_times,
         cover,
@@ -895,13 +913,13 @@ mod tests {
         let (k, t) = (s(&["id"]), s(&["price"]));
         let p = plan(&req(&k, &t), &target(), &source(), &Facts).unwrap();
         // the surrogate key is left to the database, name is copied untracked
-        assert!(p.fast.contains("INSERT INTO \"public\".\"dim\" (\"id\", \"price\", \"name\", valid_from, valid_to, is_current)"));
-        assert!(!p.fast.contains("\"sk\""));
+        assert!(p.insert.contains("INSERT INTO \"public\".\"dim\" (\"id\", \"price\", \"name\", valid_from, valid_to, is_current)"));
+        assert!(!p.insert.contains("\"sk\""));
         // NULL-safe, typed comparison of the tracked column only
-        assert!(p.fast.contains("NOT coalesce(s.\"price\" OPERATOR(pg_catalog.=) c.\"price\", s.\"price\" IS NULL AND c.\"price\" IS NULL)"));
-        assert!(!p.fast.contains("s.\"name\" OPERATOR"));
+        assert!(p.stage.contains("NOT coalesce(s.\"price\" OPERATOR(pg_catalog.=) c.\"price\", s.\"price\" IS NULL AND c.\"price\" IS NULL)"));
+        assert!(!p.stage.contains("s.\"name\" OPERATOR"));
         // no windows without a change-time column
-        assert!(!p.fast.contains("OVER"));
+        assert!(!p.stage.contains("OVER"));
         assert!(p.duplicates.is_some());
         assert!(p.deletes.is_none());
         assert_eq!(p.key_list, "(id)");
@@ -973,7 +991,7 @@ mod tests {
         p.type_sql = "integer".into();
         p.type_oid = 23;
         let p = plan(&req(&k, &t), &target(), &src, &Facts).unwrap();
-        assert!(p.fast.contains("CAST(s.\"id\" AS bigint) AS \"id\""));
+        assert!(p.stage.contains("CAST(s.\"id\" AS bigint) AS \"id\""));
     }
 
     #[test]
@@ -987,8 +1005,9 @@ mod tests {
         let t = s(&[evil]);
         let p = plan(&req(&k, &t), &tg, &src, &Facts).unwrap();
         let quoted = "\"x\"\"); DROP TABLE dim; --\"";
-        assert!(p.fast.contains(quoted));
-        assert!(!p.fast.replace(quoted, "").contains("DROP TABLE"));
+        assert!(p.stage.contains(quoted));
+        assert!(!p.stage.replace(quoted, "").contains("DROP TABLE"));
+        assert!(!p.insert.replace(quoted, "").contains("DROP TABLE"));
         // an unknown hostile name is an unknown column
         let t = s(&["a\"b"]);
         assert_eq!(plan(&req(&k, &t), &target(), &source(), &Facts).unwrap_err().kind, Kind::UndefinedColumn);
@@ -1030,8 +1049,8 @@ mod tests {
         let mut r = req(&k, &t);
         r.changed_at_column = Some("at");
         let p = plan(&r, &target(), &source(), &Facts).unwrap();
-        assert!(p.fast.contains("lead(e.\"scd2#ts\")"));
-        assert!(p.fast.contains("s.\"at\" AS \"scd2#ts\""));
+        assert!(p.stage.contains("lead(e.\"scd2#ts\")"));
+        assert!(p.stage.contains("s.\"at\" AS \"scd2#ts\""));
         // duplicates are per key and time
         assert!(p.duplicates.unwrap().contains("GROUP BY s.\"id\", s.\"at\""));
         // a text change time is refused
@@ -1065,7 +1084,7 @@ mod tests {
         let d = p.deletes.unwrap();
         assert!(d.contains("'infinity', true, true FROM gone"));
         // new versions are live
-        assert!(p.fast.contains("d.\"scd2#next\" IS NULL, false"));
+        assert!(p.insert.contains("d.\"scd2#next\" IS NULL, false"));
     }
 
     #[test]
@@ -1085,8 +1104,8 @@ mod tests {
         let mut tg = target();
         tg.indexes.clear();
         let p = plan(&req(&k, &t), &tg, &source(), &Facts).unwrap();
-        assert!(p.fast.contains("max(valid_to) AS \"scd2#last_to\""));
-        assert!(!p.fast.contains("EXISTS (SELECT 1 FROM \"public\".\"dim\" h"));
+        assert!(p.stage.contains("max(valid_to) AS \"scd2#last_to\""));
+        assert!(!p.stage.contains("EXISTS (SELECT 1 FROM \"public\".\"dim\" h"));
     }
 
     #[test]
