@@ -49,7 +49,13 @@ SEED_MS=$(grep -o 'Time: [0-9.]* ms' "$SEED_LOG" | tail -1 | grep -o '[0-9.]*' |
 } > "$ROOT/book/src/benchmarks/seed-results.md"
 rm -f "$SEED_LOG"
 
-say "rollups of the demo events, and pg_cron jobs for expiry and maintenance"
+say "loading the warehouse (star schema) from the demo data"
+psql -X -v ON_ERROR_STOP=1 -d storefront_demo <<'SQL'
+\timing on
+SELECT * FROM storefront.load_warehouse();
+SQL
+
+say "rollups of the demo events, and pg_cron jobs for expiry, maintenance and the warehouse"
 psql -X -q -v ON_ERROR_STOP=1 -d storefront_demo <<'SQL'
 SELECT storefront.create_rollup('events_hourly', 'storefront.event', 'at', '1 hour', '{kind}', '{count}', 'analytics');
 SELECT storefront.create_rollup('events_daily', 'analytics.events_hourly', NULL, '1 day', '{kind}', '{count}', 'analytics');
@@ -60,7 +66,15 @@ SELECT cron.schedule_in_database('storefront-expire', '* * * * *',
                                  'SELECT storefront.expire_reservations()', 'storefront_demo');
 SELECT cron.schedule_in_database('storefront-maintenance', '*/5 * * * *',
                                  'CALL storefront.run_maintenance()', 'storefront_demo');
+SELECT cron.schedule_in_database('storefront-warehouse', '*/5 * * * *',
+                                 'SELECT * FROM storefront.load_warehouse()', 'storefront_demo');
 SQL
+
+say "saved analytics (sql/queries)"
+for q in "$ROOT"/sql/queries/*.sql; do
+  echo "-- $(basename "$q")"
+  psql -X -v ON_ERROR_STOP=1 -d storefront_demo -f "$q"
+done
 
 say "showcase"
 psql -X -v ON_ERROR_STOP=1 -d storefront_demo -f "$ROOT/sql/showcase.sql"
@@ -73,8 +87,8 @@ build_book
 
 cat <<MSG
 
-Done. The demo cluster keeps running (pg_cron expires holds every minute and
-runs maintenance every 5 minutes):
+Done. The demo cluster keeps running (pg_cron expires holds every minute, and
+runs maintenance and loads the warehouse every 5 minutes):
   PGPASSWORD=$PG_PASSWORD psql -h 127.0.0.1 -p $DEMO_PORT -U postgres storefront_demo
 The book is in book/build/index.html. Stop the cluster with:
   sudo -u postgres $PGBIN/pg_ctl -D $(cluster_base)/pg-demo stop

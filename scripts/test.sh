@@ -10,6 +10,8 @@ TEST_PORT=${TEST_PORT:-28816}
 ensure_apt
 ensure_cargo_pgrx
 ensure_mdbook
+# tests/tests/warehouse.rs compares scd2_upsert with `dbt snapshot`
+ensure_dbt
 
 say "unit tests and #[pg_test]s (cargo pgrx test)"
 PGRX_DATA="$(cluster_base)/pgrx-test"

@@ -605,3 +605,97 @@ async fn saved_analytics_answer_on_demo_data() {
     let failures = check_page(&src, &page_path, db, false).await;
     assert!(failures.is_empty(), "book/src/warehouse/analytics.md:\n{}", failures.join("\n"));
 }
+
+/// dbt snapshots (check strategy, dbt-postgres 1.11) are the reference:
+/// the same four batches through `dbt snapshot` and through scd2_upsert
+/// give the same history (times compared as batch numbers). The batches
+/// hold what dbt's users meet: 1.5 vs 1.50, '' vs NULL, a change in an
+/// untracked column only, a new key, a deleted key ('invalidate' in dbt,
+/// 'close' here) and its return. dbt comes from STOREFRONT_DBT
+/// (scripts/test.sh installs it into target/venv).
+#[tokio::test]
+async fn scd2_matches_dbt_snapshot() {
+    let dbt = std::env::var("STOREFRONT_DBT")
+        .expect("STOREFRONT_DBT is not set: run the tests through scripts/test.sh, which installs dbt");
+    let db = "sf_wh_dbt";
+    let pool = fresh_db(db).await;
+    pool.execute(
+        "CREATE TABLE src (id integer PRIMARY KEY, price numeric, label text, note text);
+         CREATE TABLE ours (id integer NOT NULL, price numeric, label text, note text,
+                            valid_from timestamptz NOT NULL, valid_to timestamptz NOT NULL, is_current boolean NOT NULL);
+         CREATE UNIQUE INDEX ON ours (id) WHERE is_current;
+         CREATE TABLE runs (n integer, at timestamptz);",
+    )
+    .await
+    .unwrap();
+    // a dbt project against this database
+    let dir = repo_root().join("target/dbt-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("snapshots")).unwrap();
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    let url = base_url();
+    let rest = url.trim_start_matches("postgres://");
+    let (cred, hostport) = rest.split_once('@').expect("user:password@host:port");
+    let (user, password) = cred.split_once(':').unwrap_or((cred, ""));
+    let (host, port) = hostport.trim_end_matches('/').split_once(':').unwrap_or((hostport, "5432"));
+    std::fs::write(dir.join("dbt_project.yml"), "name: scd2test\nversion: '1.0'\nprofile: scd2test\nconfig-version: 2\n").unwrap();
+    std::fs::write(
+        dir.join("profiles.yml"),
+        format!("scd2test:\n  target: t\n  outputs:\n    t:\n      type: postgres\n      host: {host}\n      port: {port}\n      user: {user}\n      password: '{password}'\n      dbname: {db}\n      schema: public\n      threads: 1\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("models/sources.yml"), "version: 2\nsources:\n  - name: t\n    schema: public\n    tables:\n      - name: src\n").unwrap();
+    std::fs::write(
+        dir.join("snapshots/theirs.yml"),
+        "snapshots:\n  - name: theirs\n    relation: source('t', 'src')\n    config:\n      unique_key: id\n      strategy: check\n      check_cols: ['price', 'label']\n      hard_deletes: invalidate\n",
+    )
+    .unwrap();
+    let batches = [
+        "INSERT INTO src VALUES (1, 1.5, 'a', 'x'), (2, 2, '', 'x'), (3, 3, 'c', 'x'), (4, NULL, 'd', 'x')",
+        "UPDATE src SET price = 1.50 WHERE id = 1; UPDATE src SET label = NULL WHERE id = 2;
+         UPDATE src SET note = 'edited' WHERE id = 3; UPDATE src SET price = 4 WHERE id = 4;
+         INSERT INTO src VALUES (5, 5, 'e', 'x')",
+        "DELETE FROM src WHERE id = 3; UPDATE src SET price = 1.6 WHERE id = 1",
+        "INSERT INTO src VALUES (3, 3, 'c', 'back')",
+    ];
+    for (n, batch) in batches.iter().enumerate() {
+        pool.execute(*batch).await.unwrap();
+        let out = std::process::Command::new(&dbt)
+            .args(["snapshot", "--profiles-dir", ".", "--project-dir", "."])
+            .current_dir(&dir)
+            .output()
+            .expect("run dbt");
+        assert!(out.status.success(), "dbt snapshot failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        // dbt stamps a run with its transaction's time: this batch's is the
+        // newest time in its table
+        pool.execute(
+            format!(
+                "INSERT INTO runs SELECT {n}, max(t) FROM (SELECT dbt_valid_from AS t FROM theirs
+                 UNION ALL SELECT dbt_valid_to FROM theirs) x;
+                 SELECT * FROM storefront.scd2_upsert('ours', 'src', '{{id}}', '{{price,label}}', '2026-01-0{}', deletes => 'close');",
+                n + 1
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    }
+    let theirs: Vec<String> = history(
+        &pool,
+        "SELECT format('%s %s %s %s..%s', t.id, coalesce(t.price::text, 'NULL'), coalesce(t.label, 'NULL'),
+                      (SELECT r.n FROM runs r WHERE r.at = t.dbt_valid_from),
+                      coalesce((SELECT r.n FROM runs r WHERE r.at = t.dbt_valid_to)::text, 'current'))
+         FROM theirs t ORDER BY 1",
+    )
+    .await;
+    let ours: Vec<String> = history(
+        &pool,
+        "SELECT format('%s %s %s %s..%s', id, coalesce(price::text, 'NULL'), coalesce(label, 'NULL'),
+                      extract(day FROM valid_from AT TIME ZONE 'UTC')::int - 1,
+                      CASE WHEN is_current THEN 'current' ELSE (extract(day FROM valid_to AT TIME ZONE 'UTC')::int - 1)::text END)
+         FROM ours ORDER BY 1",
+    )
+    .await;
+    assert_eq!(ours, theirs, "scd2_upsert and dbt snapshot disagree");
+    assert_eq!(ours.len(), 9, "{ours:?}");
+}
