@@ -396,6 +396,7 @@ run_pgspot() {
     --proc-without-search-path 'invariant_detail(violations text[])'
     --proc-without-search-path 'notify_payload(payload text)'
     --proc-without-search-path 'seed_u(k bigint,salt integer)'
+    --proc-without-search-path 'storefront_dw.segment_of(paid_orders bigint)'
     # - locf()'s transition function, run for every row: its body is only
     #   COALESCE, which is grammar, not a function or operator looked up
     #   by name
