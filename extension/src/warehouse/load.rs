@@ -28,7 +28,7 @@ pub fn max_age(now: i64, watermark: Option<i64>) -> i32 {
     match watermark {
         None => i32::MAX,
         Some(w) if w > now => i32::MAX,
-        Some(w) => i32::try_from(now - w).unwrap_or(i32::MAX),
+        Some(w) => now.checked_sub(w).and_then(|d| i32::try_from(d).ok()).unwrap_or(i32::MAX),
     }
 }
 
@@ -68,5 +68,8 @@ mod tests {
     fn a_watermark_from_elsewhere_means_a_full_load() {
         assert_eq!(max_age(1_000, Some(5_000)), i32::MAX);
         assert_eq!(max_age(i64::MAX / 2, Some(3)), i32::MAX);
+        // nonsense in, everything out (no overflow)
+        assert_eq!(max_age(1, Some(i64::MIN)), i32::MAX);
+        assert_eq!(max_age(i64::MIN, Some(i64::MIN)), 0);
     }
 }
