@@ -280,10 +280,12 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['category', 'product', 'sku', 'customer', 'inventory', 'inventory_slot', 'stock_movement',
                              'orders', 'order_line', 'reservation', 'payment',
                              'order_status_history', 'outbox', 'event', 'event_default',
-                             'rollup', 'rollup_pending', 'retention_policy', 'role_kind', 'config'] LOOP
+                             'rollup', 'rollup_pending', 'retention_policy', 'role_kind', 'config',
+                             'maintenance_log'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(format('@extschema@.%I', t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump('@extschema@.location'::regclass, $f$WHERE code <> 'main'$f$);
+    PERFORM pg_catalog.pg_extension_config_dump('@extschema@.maintenance_run_seq'::regclass, '');
     -- the warehouse (its report views are refreshed by the next load; the
     -- load state is not dumped: a restored store loads everything again)
     FOREACH t IN ARRAY ARRAY['dim_date', 'dim_customer', 'dim_product', 'dim_location', 'fact_order_line'] LOOP

@@ -1245,6 +1245,8 @@ CREATE TABLE maintenance_log (
 );
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.rollup_pending', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.maintenance_log', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.maintenance_run_seq', '');
 
 -- rollup_watermark() is called by every reader of a real-time view
 -- create_rollup, refresh_rollup and drop_rollup run as the extension's owner now
