@@ -141,6 +141,11 @@ pub extern "C-unwind" fn storefront_event_relay_main(arg: pg_sys::Datum) {
     let interval = BackgroundWorker::get_extra().parse::<u64>().unwrap_or(10).max(1);
 
     let claimed = BackgroundWorker::transaction(|| {
+        // A worker gets the database's settings, and a database's default
+        // search_path may put a schema that others can create objects in
+        // (public) before pg_catalog; the worker runs as a superuser, so
+        // every name it looks up must resolve in pg_catalog first.
+        Spi::run("SET search_path = pg_catalog, pg_temp")?;
         Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[WORKER_LOCK.into()])
     });
     if !matches!(claimed, Ok(Some(true))) {
@@ -156,7 +161,7 @@ pub extern "C-unwind" fn storefront_event_relay_main(arg: pg_sys::Datum) {
         // starts it again after the restart time.
         let present = BackgroundWorker::transaction(|| {
             let present = Spi::get_one::<bool>(
-                "SELECT to_regprocedure('storefront.relay_order_events(integer)') IS NOT NULL",
+                "SELECT pg_catalog.to_regprocedure('storefront.relay_order_events(integer)') IS NOT NULL",
             );
             if matches!(present, Ok(Some(true))) {
                 let _ = Spi::get_one::<i32>("SELECT storefront.relay_order_events()");
