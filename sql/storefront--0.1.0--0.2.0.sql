@@ -1014,23 +1014,19 @@ $$;
 CREATE FUNCTION product(sku text)
 RETURNS TABLE (sku text, product text, price_cents bigint, currency text, category text, attributes jsonb,
                available bigint)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-        SELECT s.code, p.name, s.price_cents, s.currency::text, c.slug, s.attributes,
-               coalesce((SELECT sum(i.on_hand - i.reserved) FROM inventory i WHERE i.sku_id = s.sku_id), 0)
-               + coalesce((SELECT sum(x.on_hand - x.reserved) FROM inventory_slot x WHERE x.sku_id = s.sku_id), 0)
-        FROM sku s
-        JOIN product p ON p.product_id = s.product_id
-        LEFT JOIN category c ON c.category_id = p.category_id
-        WHERE s.code = btrim(product.sku);
-    IF NOT FOUND THEN
-        PERFORM raise_unknown_sku(product.sku);
-    END IF;
-END
+    -- SQL, not PL/pgSQL: PL/pgSQL refuses a parameter named like an output
+    -- column (sku) at its first call
+    SELECT raise_unknown_sku($1) WHERE NOT EXISTS (SELECT 1 FROM sku s WHERE s.code = btrim($1));
+    SELECT s.code, p.name, s.price_cents, s.currency::text, c.slug, s.attributes,
+           coalesce((SELECT sum(i.on_hand - i.reserved) FROM inventory i WHERE i.sku_id = s.sku_id), 0)
+           + coalesce((SELECT sum(x.on_hand - x.reserved) FROM inventory_slot x WHERE x.sku_id = s.sku_id), 0)
+    FROM sku s
+    JOIN product p ON p.product_id = s.product_id
+    LEFT JOIN category c ON c.category_id = p.category_id
+    WHERE s.code = btrim($1);
 $$;
 
 CREATE FUNCTION order_customer(order_id bigint)

@@ -73,3 +73,27 @@ async fn stock_reflects_restocks_across_locations() {
     assert_eq!(rows, vec![("main".into(), 4, 0, 4), ("east".into(), 6, 0, 6)]);
     assert_invariants(&pool).await;
 }
+
+/// product(sku): one SKU as products() shows it, sellable or not; an
+/// unknown SKU is 23503. (It used to fail at every call: PL/pgSQL refuses a
+/// parameter named like an output column.)
+#[tokio::test]
+async fn product_shows_one_sku_and_refuses_an_unknown_one() {
+    let pool = store("sf_catalog_product").await;
+    let row: (String, String, i64, String, Option<String>, i64) = sqlx::query_as(
+        "SELECT sku, product, price_cents, currency, category, available FROM storefront.product(' TEE-1 ')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row, ("TEE-1".into(), "Tee".into(), 1999, "USD".into(), Some("apparel/tees".into()), 4));
+    pool.execute("SELECT storefront.set_sellable('TEE-1', false)").await.unwrap();
+    let named: i64 = sqlx::query_scalar("SELECT available FROM storefront.product(sku => 'TEE-1')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(named, 4);
+    let e = fails_unchanged(&pool, "SELECT * FROM storefront.product('NOPE-1')", "23503").await;
+    assert_eq!(e.message, "product SKU \"NOPE-1\" does not exist");
+    fails_unchanged(&pool, "SELECT * FROM storefront.product(NULL)", "23503").await;
+}
