@@ -192,9 +192,9 @@ COMMENT ON FUNCTION notify_payload(text) IS
 COMMENT ON FUNCTION relay_order_events(integer) IS
 'Send up to max_events queued order events (event_delivery = relay), oldest first, with NOTIFY storefront_order_events, and remove them from the queue; returns how many were sent. One relay per database at a time: a concurrent call returns 0. Schedule it with pg_cron, or let start_event_relay() run it. Errors: 22023 max_events < 1.';
 COMMENT ON FUNCTION start_event_relay(integer) IS
-'Start the background worker that runs relay_order_events() every interval_ms milliseconds (default 10) for the current database, or return the running one; returns its process id. It is not restarted after a server restart: call it again (pg_cron can, every minute). Errors: 22023 interval outside 1..60000, 53000 no free background worker slot (max_worker_processes).';
+'Start the background worker that runs relay_order_events() every interval_ms milliseconds (default 10) for the current database, or return the running one; returns its process id. A server restart ends it: with storefront in shared_preload_libraries the relay launcher starts it again in every database in relay mode, else call this again (pg_cron can, every minute). Errors: 22023 interval outside 1..60000, 53000 no free background worker slot (max_worker_processes).';
 COMMENT ON FUNCTION stop_event_relay() IS
-'Stop the current database''s event relay worker; true if one was running. Queued events stay queued.';
+'Stop the current database''s event relay worker; true if one was running. Queued events stay queued. While the relay launcher runs (shared_preload_libraries) and relay mode is in effect for the database, it starts a new relay at its next round (a NOTICE says so): turn relay mode off first to keep it stopped.';
 COMMENT ON FUNCTION relay_worker_pids() IS
 'Internal: process ids of the event relay workers connected to the current database.';
 COMMENT ON FUNCTION event_relay_status() IS

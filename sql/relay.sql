@@ -109,12 +109,27 @@ AS $$
            (SELECT min(q.queued_at) FROM order_event_queue q)
 $$;
 
--- Stop this database's relay worker; true if one was running.
+-- Stop this database's relay worker; true if one was running. With the
+-- library in shared_preload_libraries, the launcher's scheduler starts a
+-- relay again, at its next round, in every database where relay mode is in
+-- effect (extension/src/relay/launcher.rs): then stopping only pauses it,
+-- and a NOTICE says so (relay mode as this session sees it).
 CREATE FUNCTION stop_event_relay()
 RETURNS boolean
-LANGUAGE sql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = @extschema@, pg_temp
 AS $$
-    SELECT coalesce(bool_or(pg_catalog.pg_terminate_backend(p, 5000)), false)
-    FROM relay_worker_pids() p
+DECLARE
+    v_stopped boolean;
+BEGIN
+    SELECT coalesce(bool_or(pg_catalog.pg_terminate_backend(p, 5000)), false) INTO v_stopped
+    FROM relay_worker_pids() p;
+    IF v_stopped AND pg_catalog.current_setting('storefront.event_delivery', true) = 'relay'
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'storefront relay scheduler') THEN
+        RAISE NOTICE 'the relay launcher starts a new relay for this database within % seconds',
+            (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'storefront.relay_launcher_naptime')
+            USING HINT = 'To keep it stopped, turn relay mode off for the database first (ALTER DATABASE ... SET storefront.event_delivery = notify), or set storefront.relay_launcher_naptime to 0.';
+    END IF;
+    RETURN v_stopped;
+END
 $$;

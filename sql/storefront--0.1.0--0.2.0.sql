@@ -2672,3 +2672,32 @@ SELECT pg_catalog.pg_extension_config_dump('storefront_dw.fact_order_line', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('storefront_dw.dim_customer', 'customer_key')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('storefront_dw.dim_product', 'product_key')::regclass, '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('storefront_dw.dim_location', 'location_key')::regclass, '');
+
+-- ------------------------------------------------------ relay launcher --
+-- With the library in shared_preload_libraries, a launcher keeps an event
+-- relay running in every database in relay mode, across restarts
+-- (extension/src/relay/launcher.rs). stop_event_relay() then only pauses a
+-- relay while relay mode is on, and says so.
+CREATE OR REPLACE FUNCTION stop_event_relay()
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = @extschema@, pg_temp
+AS $$
+DECLARE
+    v_stopped boolean;
+BEGIN
+    SELECT coalesce(bool_or(pg_catalog.pg_terminate_backend(p, 5000)), false) INTO v_stopped
+    FROM relay_worker_pids() p;
+    IF v_stopped AND pg_catalog.current_setting('storefront.event_delivery', true) = 'relay'
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.backend_type = 'storefront relay scheduler') THEN
+        RAISE NOTICE 'the relay launcher starts a new relay for this database within % seconds',
+            (SELECT s.setting FROM pg_catalog.pg_settings s WHERE s.name = 'storefront.relay_launcher_naptime')
+            USING HINT = 'To keep it stopped, turn relay mode off for the database first (ALTER DATABASE ... SET storefront.event_delivery = notify), or set storefront.relay_launcher_naptime to 0.';
+    END IF;
+    RETURN v_stopped;
+END
+$$;
+COMMENT ON FUNCTION start_event_relay(integer) IS
+'Start the background worker that runs relay_order_events() every interval_ms milliseconds (default 10) for the current database, or return the running one; returns its process id. A server restart ends it: with storefront in shared_preload_libraries the relay launcher starts it again in every database in relay mode, else call this again (pg_cron can, every minute). Errors: 22023 interval outside 1..60000, 53000 no free background worker slot (max_worker_processes).';
+COMMENT ON FUNCTION stop_event_relay() IS
+'Stop the current database''s event relay worker; true if one was running. Queued events stay queued. While the relay launcher runs (shared_preload_libraries) and relay mode is in effect for the database, it starts a new relay at its next round (a NOTICE says so): turn relay mode off first to keep it stopped.';

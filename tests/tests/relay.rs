@@ -225,7 +225,7 @@ async fn worker_delivers_every_event_once_in_order() {
 
     let stopped: bool = sqlx::query_scalar("SELECT storefront.stop_event_relay()").fetch_one(&pool).await.unwrap();
     assert!(stopped);
-    // a stopped relay stays stopped (the restart time is 5 s)
+    // a stopped relay stays stopped (the postmaster never restarts one)
     tokio::time::sleep(Duration::from_secs(6)).await;
     let running: Option<i32> =
         sqlx::query_scalar("SELECT relay_pid FROM storefront.event_relay_status()").fetch_one(&pool).await.unwrap();
@@ -235,6 +235,31 @@ async fn worker_delivers_every_event_once_in_order() {
     // events wait in the queue until a relay runs again
     place(&pool, 1).await;
     assert_eq!(queued(&pool).await, 1);
+}
+
+/// A relay round that fails (here a cancel request, pg_cancel_backend) ends
+/// the round, not the worker: the same process goes on delivering. (The
+/// postmaster never restarts a relay, so one that ended would stay ended.)
+#[tokio::test]
+async fn a_failed_round_does_not_end_the_worker() {
+    let _turn = worker_slots().lock().await;
+    let pool = relay_store("sf_relay_cancel").await;
+    let mut listener = PgListener::connect(&db_url("sf_relay_cancel")).await.unwrap();
+    listener.listen("storefront_order_events").await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT storefront.start_event_relay(5)").fetch_one(&pool).await.unwrap();
+    for _ in 0..3 {
+        let cancelled: bool =
+            sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(&pool).await.unwrap();
+        assert!(cancelled);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let order = place(&pool, 1).await;
+    let e = next_event(&mut listener, Duration::from_secs(10)).await.expect("the relay to go on delivering");
+    assert_eq!(e["order_id"], json!(order));
+    let running: Option<i32> =
+        sqlx::query_scalar("SELECT relay_pid FROM storefront.event_relay_status()").fetch_one(&pool).await.unwrap();
+    assert_eq!(running, Some(pid), "the relay is not the same process");
+    assert!(sqlx::query_scalar::<_, bool>("SELECT storefront.stop_event_relay()").fetch_one(&pool).await.unwrap());
 }
 
 /// With every background worker slot taken (max_worker_processes), starting
