@@ -226,7 +226,7 @@ gateway_browser_seed() {
   PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d postgres \
     -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
   (PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$db" \
-     -c "CREATE EXTENSION storefront" -c "SELECT count(*) FROM storefront.seed_demo_data(1)" >"$log" 2>&1) &
+     -c "CREATE EXTENSION storefront CASCADE" -c "SELECT count(*) FROM storefront.seed_demo_data(1)" >"$log" 2>&1) &
   GATEWAY_SEED_PID=$!
 }
 

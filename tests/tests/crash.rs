@@ -630,7 +630,7 @@ async fn kill_nine_under_order_load_loses_no_commit_and_keeps_every_invariant() 
     setup
         .execute(
             format!(
-                "CREATE EXTENSION storefront;
+                "CREATE EXTENSION storefront CASCADE;
                  SELECT storefront.register_customer('c' || n || '@example.com', 'pw', 'C' || n) FROM generate_series(1, {CLIENTS}) n;
                  SELECT storefront.upsert_product('N-' || n, 'Normal ' || n, 100 + n) FROM generate_series(1, {NORMAL_SKUS}) n;
                  SELECT storefront.restock('N-' || n, 300) FROM generate_series(1, {NORMAL_SKUS}) n;

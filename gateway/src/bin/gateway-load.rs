@@ -171,7 +171,7 @@ async fn setup(base: &str) {
     admin.execute(format!("CREATE DATABASE {DB}").as_str()).await.expect("create");
     admin.close().await;
     let p = pool(&db_url(base, DB), 1).await;
-    p.execute("CREATE EXTENSION storefront").await.expect("CREATE EXTENSION storefront");
+    p.execute("CREATE EXTENSION storefront CASCADE").await.expect("CREATE EXTENSION storefront");
     sqlx::raw_sql(include_str!("../../sql/grants.sql")).execute(&p).await.expect("gateway grants");
     p.execute(
         format!(

@@ -78,7 +78,7 @@ pub async fn store(name: &str) -> PgPool {
     admin.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create database");
     admin.close().await;
     let pool = connect(name, 8).await;
-    pool.execute("CREATE EXTENSION storefront").await.expect("CREATE EXTENSION storefront");
+    pool.execute("CREATE EXTENSION storefront CASCADE").await.expect("CREATE EXTENSION storefront");
     sqlx::raw_sql(include_str!("../../sql/grants.sql")).execute(&pool).await.expect("gateway/sql/grants.sql");
     pool
 }
