@@ -73,6 +73,14 @@ impl Events {
 
 /// Command-line flags as (flag, value) pairs: every flag takes a value.
 /// `usage` names where the flags are described, for the error message.
+/// Run one statement and return its wall time in seconds (panics with the
+/// statement on an error: a benchmark that fails has no result).
+pub async fn timed(pool: &PgPool, sql: &str) -> f64 {
+    let t = std::time::Instant::now();
+    pool.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    t.elapsed().as_secs_f64()
+}
+
 pub fn flag_pairs(usage: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
     let mut it = std::env::args().skip(1);

@@ -4,8 +4,7 @@
 //!    with count(b) over a subquery, one backend (no parallel workers);
 //! 2. batched event ingestion (track_events, 1,000 and 10,000 events per call) against
 //!    raw COPY of the same events into the same table;
-//! 3. refreshing an hourly rollup after 1% new data against a full rebuild
-//!    (and, for the record, after 1% late data spread over the whole range).
+//! (Rollup refresh and ingestion with rollups attached: rollbench.rs.)
 //!
 //!   cargo run --release -p storefront-benches --bin tsbench -- \
 //!       --url postgres://postgres:storefront@127.0.0.1:28815 --out book/src/benchmarks
@@ -16,7 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 use std::fmt::Write as _;
 use std::time::Instant;
-use storefront_benches::{bar_chart, flag_pairs};
+use storefront_benches::{bar_chart, flag_pairs, timed};
 
 struct Args {
     url: String,
@@ -43,12 +42,6 @@ fn parse_args() -> Args {
         }
     }
     a
-}
-
-async fn timed(pool: &PgPool, sql: &str) -> f64 {
-    let t = Instant::now();
-    pool.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    t.elapsed().as_secs_f64()
 }
 
 /// Median of `runs` timings after one warm-up run.
@@ -204,86 +197,6 @@ async fn main() {
             copy_t / bt
         );
     }
-
-    // --------------------------------------------- 3. rollup refresh --
-    eprintln!("3. rollup refresh: full rebuild vs after 1% new data");
-    pool.execute(
-        "TRUNCATE storefront.event;
-         SELECT storefront.ensure_event_partitions('0 days', '101 days', '2026-04-11');
-         INSERT INTO storefront.event (at, kind, customer_id)
-         SELECT timestamptz '2026-01-01 00:00+00' + i * interval '864 milliseconds',
-                (ARRAY['page_view', 'add_to_cart', 'checkout_started'])[1 + i % 3], i % 50000
-         FROM generate_series(0, 9999999) i",
-    )
-    .await
-    .expect("rollup source");
-    pool.execute("VACUUM ANALYZE storefront.event").await.expect("vacuum");
-    let mut fulls = Vec::new();
-    for r in 0..3 {
-        pool.execute("SELECT storefront.drop_rollup(name) FROM storefront.rollup").await.expect("drop");
-        pool.execute(
-            "SELECT storefront.create_rollup('ev_hourly', 'storefront.event', 'at', '1 hour', '{kind}',
-                                             '{count, max(customer_id)}', 'bench')",
-        )
-        .await
-        .expect("create");
-        let t = timed(&pool, "SELECT storefront.refresh_rollup('ev_hourly', '2026-04-11')").await;
-        eprintln!("  full rebuild {r}: {:.2} s", t);
-        fulls.push(t);
-    }
-    fulls.sort_by(|a, b| a.total_cmp(b));
-    let full = fulls[1];
-    // 1% new data after the watermark (one more day at the same rate)
-    let mut incs = Vec::new();
-    for r in 0..3 {
-        let day = 11 + r;
-        pool.execute(
-            format!(
-                "SELECT storefront.ensure_event_partitions('0 days', '0 days', '2026-04-{day:02} 12:00+00');
-                 INSERT INTO storefront.event (at, kind, customer_id)
-                 SELECT timestamptz '2026-04-{day:02} 00:00+00' + i * interval '864 milliseconds',
-                        (ARRAY['page_view', 'add_to_cart', 'checkout_started'])[1 + i % 3], i % 50000
-                 FROM generate_series(0, 99999) i;"
-            )
-            .as_str(),
-        )
-        .await
-        .expect("new data");
-        let t = timed(&pool, &format!("SELECT storefront.refresh_rollup('ev_hourly', '2026-04-{:02}')", day + 1)).await;
-        eprintln!("  after 1% new data {r}: {:.3} s", t);
-        incs.push(t);
-    }
-    incs.sort_by(|a, b| a.total_cmp(b));
-    let inc = incs[1];
-    // 1% late data spread over the whole materialized range
-    let mut lates = Vec::new();
-    for r in 0..3 {
-        pool.execute(
-            format!(
-                "INSERT INTO storefront.event (at, kind, customer_id)
-                 SELECT timestamptz '2026-01-01 00:00+00' + (i * 997 + {r}) % 8640000 * interval '1 second',
-                        'page_view', i FROM generate_series(0, 99999) i;"
-            )
-            .as_str(),
-        )
-        .await
-        .expect("late data");
-        let t = timed(&pool, "SELECT storefront.refresh_rollup('ev_hourly', '2026-04-14')").await;
-        eprintln!("  after 1% late data {r}: {:.3} s", t);
-        lates.push(t);
-    }
-    lates.sort_by(|a, b| a.total_cmp(b));
-    let late = lates[1];
-    let _ = writeln!(report, "\n### Rollup refresh (hourly rollup of 10M events over 100 days, median of 3)\n");
-    let _ = writeln!(report, "| refresh | time (s) | vs full rebuild |");
-    let _ = writeln!(report, "|---|---:|---:|");
-    let _ = writeln!(report, "| full rebuild (10M rows) | {full:.3} | 100% |");
-    let _ = writeln!(report, "| after 1% new data (100k rows, the next day) | {inc:.3} | {:.1}% |", 100.0 * inc / full);
-    let _ = writeln!(
-        report,
-        "| after 1% late data (100k rows spread over all 100 days) | {late:.3} | {:.1}% |",
-        100.0 * late / full
-    );
 
     println!("{report}");
     if let Some(dir) = &args.out {

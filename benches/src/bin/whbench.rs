@@ -21,7 +21,7 @@ use sqlx::{Executor, PgPool};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use storefront_benches::{bar_chart, flag_pairs};
+use storefront_benches::{bar_chart, flag_pairs, timed};
 
 struct Args {
     url: String,
@@ -51,12 +51,6 @@ fn parse_args() -> Args {
         }
     }
     a
-}
-
-async fn timed(pool: &PgPool, sql: &str) -> f64 {
-    let t = Instant::now();
-    pool.execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    t.elapsed().as_secs_f64()
 }
 
 async fn scalar(pool: &PgPool, sql: &str) -> i64 {
