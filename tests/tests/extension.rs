@@ -200,7 +200,8 @@ async fn dump_and_restore_round_trip() {
 async fn create_extension_refuses_a_schema_another_role_controls() {
     let pool = empty_db("sf_ext_hostile_schema").await;
     pool.execute(
-        "DROP ROLE IF EXISTS sf_schema_squatter;
+        "CREATE EXTENSION btree_gist;
+         DROP ROLE IF EXISTS sf_schema_squatter;
          CREATE ROLE sf_schema_squatter;
          GRANT CREATE ON DATABASE sf_ext_hostile_schema TO sf_schema_squatter;",
     )
