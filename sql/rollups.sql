@@ -278,10 +278,10 @@ DECLARE
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     run := storefront.maintenance_begin();
-    IF lock_wait IS NULL OR lock_wait < interval '0' OR lock_wait > interval '1 hour' THEN
+    IF lock_wait IS NULL OR lock_wait OPERATOR(pg_catalog.<) interval '0' OR lock_wait OPERATOR(pg_catalog.>) interval '1 hour' THEN
         RAISE EXCEPTION 'lock_wait must be between 0 and 1 hour' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF batch IS NULL OR batch < 1 OR batch > 100000 THEN
+    IF batch IS NULL OR batch OPERATOR(pg_catalog.<) 1 OR batch OPERATOR(pg_catalog.>) 100000 THEN
         RAISE EXCEPTION 'batch must be between 1 and 100000' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF as_of IS NOT NULL AND NOT pg_catalog.isfinite(as_of) THEN
@@ -289,7 +289,7 @@ BEGIN
     END IF;
     t := coalesce(as_of, pg_catalog.now());
     -- lock_timeout takes milliseconds; 0 waits forever, as lock_timeout does
-    wait_ms := pg_catalog.ceil(pg_catalog.date_part('epoch', lock_wait) * 1000)::pg_catalog.int8::pg_catalog.text;
+    wait_ms := pg_catalog.ceil(pg_catalog.date_part('epoch', lock_wait) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8::pg_catalog.text;
     COMMIT;
 
     -- 1. event partitions ahead
@@ -321,6 +321,7 @@ BEGIN
             total := NULL;
         END;
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         rounds := 0;
         WHILE NOT failed LOOP
             PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
@@ -333,13 +334,16 @@ BEGIN
                 n := 0;
             END;
             COMMIT;
-            total := total + n;
-            rounds := rounds + 1;
+            -- COMMIT ended the transaction the search_path was set for:
+            -- set it again, and name each operator's schema all the same
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            total := total OPERATOR(pg_catalog.+) n;
+            rounds := rounds OPERATOR(pg_catalog.+) 1;
             -- late data arriving faster than it is merged waits for the next run
-            EXIT WHEN n < batch OR rounds >= 1000;
+            EXIT WHEN n OPERATOR(pg_catalog.<) batch OR rounds OPERATOR(pg_catalog.>=) 1000;
         END LOOP;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        PERFORM storefront.maintenance_note(run, 'rollup ' || r.name, started, NOT failed, total, state, msg);
+        PERFORM storefront.maintenance_note(run, 'rollup ' OPERATOR(pg_catalog.||) r.name, started, NOT failed, total, state, msg);
         COMMIT;
     END LOOP;
 
@@ -350,10 +354,10 @@ BEGIN
         started := pg_catalog.clock_timestamp();
         BEGIN
             n := storefront.apply_retention_to(r.relation, t);
-            PERFORM storefront.maintenance_note(run, 'retention ' || r.relation, started, true, n);
+            PERFORM storefront.maintenance_note(run, 'retention ' OPERATOR(pg_catalog.||) r.relation, started, true, n);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-            PERFORM storefront.maintenance_note(run, 'retention ' || r.relation, started, false, NULL, state, msg);
+            PERFORM storefront.maintenance_note(run, 'retention ' OPERATOR(pg_catalog.||) r.relation, started, false, NULL, state, msg);
         END;
         COMMIT;
     END LOOP;

@@ -203,7 +203,8 @@ const CALLS: &[(&str, Option<&str>)] = &[
     ("SELECT * FROM storefront_rollups.sp_views_hourly", None),
     ("SELECT \"time\", page_views FROM storefront.dashboard_page_views('2026-05-01 00:00:00+00', '2026-05-02 00:00:00+00', '1 hour')", None),
     ("SELECT storefront.set_retention('sp_views_hourly', '3650 days')", None),
-    ("SELECT task FROM storefront.run_maintenance('2026-06-01 00:00:00+00')", None),
+    ("CALL storefront.run_maintenance('2026-06-01 00:00:00+00')", None),
+    ("SELECT step, ok, rows, sqlstate FROM storefront.maintenance_report()", None),
     ("SELECT pending_holds, relay_queue FROM storefront.pipeline_status()", None),
     ("SELECT invariant, ok, detail FROM storefront.check_invariants()", None),
     // order events through the relay function
@@ -220,7 +221,7 @@ async fn run_calls(conn: &mut PgConnection) -> (Vec<String>, Vec<String>) {
     let mut out = Vec::new();
     let mut unexpected = Vec::new();
     for (sql, expected) in CALLS {
-        let line = if sql.starts_with("SET") || sql.starts_with("RESET") {
+        let line = if sql.starts_with("SET") || sql.starts_with("RESET") || sql.starts_with("CALL") {
             match conn.execute(*sql).await {
                 Ok(_) => "ok".to_string(),
                 Err(e) => format!("{:?}", pg_err(&e)),
