@@ -31,6 +31,25 @@ pub fn repo_root() -> PathBuf {
     }
 }
 
+/// Where a test's private cluster `pg-<name>` lives: under target/ when the
+/// postgres user can reach it (as scripts/common.sh decides), else under
+/// /tmp.
+pub fn private_cluster_dir(name: &str) -> PathBuf {
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target).expect("target directory");
+    let t = target.to_str().unwrap_or_default();
+    let reachable = std::process::Command::new("sudo")
+        .args(["-u", "postgres", "test", "-x", t, "-a", "-r", t])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if reachable {
+        target.join(format!("pg-{name}"))
+    } else {
+        PathBuf::from(format!("/tmp/storefront-pg-{name}"))
+    }
+}
+
 /// The extension's version (extension/Cargo.toml), which CREATE
 /// EXTENSION installs by default.
 pub fn extension_version() -> String {

@@ -205,21 +205,8 @@ fn alive(pid: i32) -> bool {
     matches!(stat_of(pid), Some((_, state)) if state != 'Z' && state != 'X')
 }
 
-/// Where the cluster lives: under target/ when the postgres user can reach
-/// it (as scripts/common.sh decides), else under /tmp.
 fn cluster_dir() -> PathBuf {
-    let target = repo_root().join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    let reachable = Command::new("sudo")
-        .args(["-u", "postgres", "test", "-x", target.to_str().unwrap(), "-a", "-r", target.to_str().unwrap()])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if reachable {
-        target.join("pg-crash")
-    } else {
-        PathBuf::from("/tmp/storefront-pg-crash")
-    }
+    private_cluster_dir("crash")
 }
 
 fn url(db: &str) -> String {

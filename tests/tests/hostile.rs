@@ -243,6 +243,7 @@ fn sane(func: &str, arg: &str, ty: &str, n: usize) -> String {
         (_, "fill") => Some("'locf'".into()),
         (_, "ahead") => Some("'1 day'::interval".into()),
         (_, "behind") => Some("'1 day'::interval".into()),
+        ("grant_functions", "kind") => Some("NULL".into()),
         (_, "kind") => Some("'page_view'".into()),
         (_, "kinds") => Some("ARRAY['page_view']".into()),
         (_, "ats") => Some("ARRAY[now()]".into()),
@@ -265,7 +266,6 @@ fn sane(func: &str, arg: &str, ty: &str, n: usize) -> String {
         (_, "after_sku") => Some("NULL".into()),
         (_, "page_size") => Some("50".into()),
         (_, "after_seq") => Some("0".into()),
-        ("grant_functions", "kind") => Some("NULL".into()),
         (_, "tables") => Some("ARRAY['storefront.orders'::regclass]".into()),
         _ => None,
     };

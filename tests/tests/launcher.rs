@@ -114,20 +114,8 @@ fn as_postgres(tool: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Under target/ when the postgres user can reach it, else under /tmp.
 fn cluster_dir() -> PathBuf {
-    let target = repo_root().join("target");
-    std::fs::create_dir_all(&target).unwrap();
-    let reachable = Command::new("sudo")
-        .args(["-u", "postgres", "test", "-x", target.to_str().unwrap(), "-a", "-r", target.to_str().unwrap()])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if reachable {
-        target.join("pg-launcher")
-    } else {
-        PathBuf::from("/tmp/storefront-pg-launcher")
-    }
+    private_cluster_dir("launcher")
 }
 
 fn url(db: &str) -> String {
