@@ -184,8 +184,21 @@ async fn stacked_rollups_stay_exact_under_scattered_changes() {
     assert_eq!(left, 0);
 }
 
-/// Late work is proportional to what changed: a late insert touches one
-/// bucket's delta (no re-aggregation), a late update one dirty bucket.
+/// Scans of a table by this session since its statistics were last
+/// flushed (never inside a transaction block).
+async fn source_scans(c: &mut sqlx::pool::PoolConnection<sqlx::Postgres>, table: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(seq_scan + coalesce(idx_scan, 0)), 0)::bigint FROM pg_stat_xact_user_tables WHERE relid = $1::regclass",
+    )
+    .bind(table)
+    .fetch_one(&mut **c)
+    .await
+    .unwrap()
+}
+
+/// Late work is proportional to what changed: late inserts, updates and
+/// deletes each leave delta rows in their buckets (queued clean), and the
+/// refresh folds them in without reading the source.
 #[tokio::test]
 async fn late_changes_queue_exactly_their_buckets() {
     let pool = fresh_db("sf_rollup_queue").await;
@@ -210,17 +223,35 @@ async fn late_changes_queue_exactly_their_buckets() {
     .unwrap();
     assert_eq!(
         queued,
-        [("01 05".into(), false), ("01 07".into(), true), ("02 10".into(), false), ("02 23".into(), true)],
-        "clean buckets for inserts, dirty for the update and the delete"
+        [("01 05".into(), false), ("01 07".into(), false), ("02 10".into(), false), ("02 23".into(), false)],
+        "every late change queues its bucket clean"
     );
-    let deltas: Vec<(String, i64, String)> =
-        sqlx::query_as("SELECT to_char(bucket AT TIME ZONE 'UTC', 'DD HH24'), n, sum_v::text FROM ts.m_hourly_deltas ORDER BY 1")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(deltas, [("01 05".into(), 2, "3".into()), ("02 10".into(), 1, "3".into())], "one delta row per bucket and statement");
-    let written: i64 = sqlx::query_scalar("SELECT storefront.refresh_rollup('m_hourly', '2026-01-03')").fetch_one(&pool).await.unwrap();
+    let deltas: Vec<(String, i64, String, Option<i64>)> = sqlx::query_as(
+        "SELECT to_char(bucket AT TIME ZONE 'UTC', 'DD HH24'), n, sum_v::text, gone FROM ts.m_hourly_deltas ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        deltas,
+        [
+            ("01 05".into(), 2, "3".into(), None),
+            ("01 07".into(), -1, "-420".into(), Some(1)),
+            ("01 07".into(), 1, "421".into(), Some(0)),
+            ("02 10".into(), 1, "3".into(), None),
+            ("02 23".into(), -1, "-2879".into(), Some(1)),
+        ],
+        "one delta row per bucket and statement side: inserts add, an update retracts and adds, a delete retracts"
+    );
+    let mut c = pool.acquire().await.unwrap();
+    // a backend's table statistics are not flushed inside a transaction
+    // block: the difference is this refresh's
+    c.execute("BEGIN").await.unwrap();
+    let before = source_scans(&mut c, "m").await;
+    let written: i64 = sqlx::query_scalar("SELECT storefront.refresh_rollup('m_hourly', '2026-01-03')").fetch_one(&mut *c).await.unwrap();
     assert_eq!(written, 4, "four buckets written, nothing else re-aggregated");
+    assert_eq!(source_scans(&mut c, "m").await, before, "the refresh did not read the source");
+    c.execute("COMMIT").await.unwrap();
     let (n, s): (i64, String) = sqlx::query_as("SELECT sum(n)::bigint, sum(sum_v)::text FROM ts.m_hourly_buckets").fetch_one(&pool).await.unwrap();
     let (dn, ds): (i64, String) = sqlx::query_as("SELECT count(*), sum(v)::text FROM m WHERE at < '2026-01-03'").fetch_one(&pool).await.unwrap();
     assert_eq!((n, s), (dn, ds));
@@ -228,6 +259,113 @@ async fn late_changes_queue_exactly_their_buckets() {
     pool.execute("INSERT INTO m VALUES ('2026-01-03 01:00', 5); UPDATE m SET v = 6 WHERE at = '2026-01-03 01:00';").await.unwrap();
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.rollup_pending").fetch_one(&pool).await.unwrap();
     assert_eq!(queued, 0);
+}
+
+/// Retractions fold into their buckets unless they may not compose; then
+/// the bucket is re-read from the source. Each case checks the rollup
+/// against a direct aggregation and whether the refresh read the source.
+#[tokio::test]
+async fn retractions_fold_unless_an_extreme_or_an_inexact_sum_is_at_stake() {
+    let pool = fresh_db("sf_rollup_retract").await;
+    pool.execute(
+        "CREATE TABLE r (at timestamptz NOT NULL, g text, v bigint, f double precision, c money);
+         INSERT INTO r SELECT '2026-01-01'::timestamptz + i * interval '1 minute', 'g' || (i % 2), i, i / 10.0, i
+         FROM generate_series(0, 599) i;
+         SELECT storefront.create_rollup('r_hourly', 'r', 'at', '1 hour', '{g}',
+                                         '{count, sum(v), min(v), max(v), avg(v), sum(c)}', 'ts');
+         SELECT storefront.create_rollup('r_float', 'r', 'at', '1 hour', '{}', '{count, sum(f)}', 'ts');
+         SELECT storefront.create_rollup('r_sum', 'r', 'at', '1 hour', '{}', '{count, sum(v)}', 'ts');
+         SELECT storefront.refresh_rollup('r_hourly', '2026-01-02');
+         SELECT storefront.refresh_rollup('r_float', '2026-01-02');
+         SELECT storefront.refresh_rollup('r_sum', '2026-01-02');",
+    )
+    .await
+    .unwrap();
+    let exact = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (mine, direct): (String, String) = if name == "r_hourly" {
+                sqlx::query_as(
+                    "SELECT (SELECT string_agg(format('%s %s %s %s %s %s %s %s', bucket, g, n, sum_v, min_v, max_v, avg_v, sum_c), E'\\n' ORDER BY bucket, g)
+                             FROM ts.r_hourly_buckets b, LATERAL (SELECT b.sum_v / nullif(b.n_v, 0) AS avg_v) a),
+                            (SELECT string_agg(format('%s %s %s %s %s %s %s %s', b, g, n, s, mn, mx, av, sc), E'\\n' ORDER BY b, g)
+                             FROM (SELECT storefront.time_bucket('1 hour', at) b, g, count(*) n, sum(v) s, min(v) mn, max(v) mx,
+                                          sum(v) / nullif(count(v), 0) av, sum(c) sc FROM r GROUP BY 1, 2) d)",
+                )
+            } else if name == "r_sum" {
+                sqlx::query_as(
+                    "SELECT (SELECT string_agg(format('%s %s %s', bucket, n, sum_v), E'\\n' ORDER BY bucket) FROM ts.r_sum_buckets),
+                            (SELECT string_agg(format('%s %s %s', b, n, s), E'\\n' ORDER BY b)
+                             FROM (SELECT storefront.time_bucket('1 hour', at) b, count(*) n, sum(v) s FROM r GROUP BY 1) d)",
+                )
+            } else {
+                sqlx::query_as(
+                    "SELECT (SELECT string_agg(format('%s %s %s', bucket, n, sum_f), E'\\n' ORDER BY bucket) FROM ts.r_float_buckets),
+                            (SELECT string_agg(format('%s %s %s', b, n, s), E'\\n' ORDER BY b)
+                             FROM (SELECT storefront.time_bucket('1 hour', at) b, count(*) n, sum(f) s FROM r GROUP BY 1) d)",
+                )
+            }
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(mine, direct, "{name}");
+        }
+    };
+    // refresh in a transaction and report whether it read the source
+    let refresh = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let mut c = pool.acquire().await.unwrap();
+            c.execute("BEGIN").await.unwrap();
+            let before = source_scans(&mut c, "r").await;
+            sqlx::query(&format!("SELECT storefront.refresh_rollup('{name}', '2026-01-02')")).execute(&mut *c).await.unwrap();
+            let scans = source_scans(&mut c, "r").await - before;
+            c.execute("COMMIT").await.unwrap();
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.rollup_pending WHERE rollup_name = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(left, 0);
+            scans > 0
+        }
+    };
+    let cases: [(&str, &str, bool); 7] = [
+        ("a value inside the range leaves", "DELETE FROM r WHERE at = '2026-01-01 00:10'", false),
+        ("the group's maximum leaves", "DELETE FROM r WHERE at = '2026-01-01 00:59'", true),
+        ("the minimum rises past what stays", "UPDATE r SET v = v + 1000 WHERE at = '2026-01-01 01:00'", true),
+        ("the maximum grows", "UPDATE r SET v = v + 1000 WHERE at = '2026-01-01 02:59'", false),
+        ("a row moves to another bucket", "UPDATE r SET at = at + interval '3 hours' WHERE at = '2026-01-01 03:20'", false),
+        // g1 of hour 4 keeps only NULL values: its sum and average are NULL, not 0
+        ("every value of a group goes NULL", "UPDATE r SET v = NULL, c = NULL WHERE g = 'g1' AND at >= '2026-01-01 04:00' AND at < '2026-01-01 05:00'", true),
+        ("a group loses every row", "DELETE FROM r WHERE g = 'g0' AND at >= '2026-01-01 05:00' AND at < '2026-01-01 06:00'", true),
+    ];
+    for (what, sql, reads) in cases {
+        pool.execute(sql).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(refresh("r_hourly").await, reads, "{what}: re-read the source?");
+        exact("r_hourly").await;
+        refresh("r_float").await;
+        refresh("r_sum").await;
+    }
+    // a sum alone: a retraction composes unless the sum comes to zero (the
+    // values left may all be NULL)
+    pool.execute("UPDATE r SET v = v + 1 WHERE at = '2026-01-01 08:08'").await.unwrap();
+    assert!(!refresh("r_sum").await, "a sum that stays non-zero folds");
+    exact("r_sum").await;
+    pool.execute("UPDATE r SET v = NULL WHERE at >= '2026-01-01 08:00' AND at < '2026-01-01 09:00'").await.unwrap();
+    assert!(refresh("r_sum").await, "a sum that comes to zero re-reads");
+    exact("r_sum").await;
+    let groups: i64 = sqlx::query_scalar("SELECT count(*) FROM ts.r_hourly_buckets WHERE bucket = '2026-01-01 05:00+00'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(groups, 1, "the emptied group left its bucket");
+    // floating-point sums do not subtract exactly: their retractions re-read
+    pool.execute("UPDATE r SET f = f + 0.1 WHERE at = '2026-01-01 07:07'").await.unwrap();
+    assert!(refresh("r_float").await, "a float sum re-read the source");
+    exact("r_float").await;
+    refresh("r_hourly").await;
+    exact("r_hourly").await;
 }
 
 /// The source is kept by OID: renaming it (and its schema) keeps capture

@@ -9,8 +9,11 @@
 //! - INSERT: inserted rows behind the watermark become delta rows (one per
 //!   bucket and group) and their buckets are queued clean; when every row
 //!   is at or past the watermark (the usual case) nothing more happens;
-//! - UPDATE and DELETE: the buckets of old and new rows behind the
-//!   watermark are queued dirty;
+//! - UPDATE and DELETE: old rows behind the watermark are retracted and
+//!   new rows behind it added, as delta rows (negative counts and sums, the
+//!   retracted extremes), and their buckets queued clean; the refresh
+//!   re-aggregates only those whose retractions do not compose (see
+//!   `Spec::merge_sql`);
 //! - TRUNCATE (before it runs): the buckets of every row behind the
 //!   watermark are queued dirty.
 //! Reads of the written rows and writes of the delta table run as the
@@ -171,27 +174,29 @@ pub fn run(trigger: &pgrx::PgTrigger<'_>) -> StoreResult<()> {
                     queue(client, &t.name, &buckets, false)?;
                 }
             }
-            PgTriggerOperation::Update | PgTriggerOperation::Delete | PgTriggerOperation::Truncate => {
-                let rels: Vec<&str> = match op {
-                    PgTriggerOperation::Update => vec![super::spec::OLD_ROWS, super::spec::NEW_ROWS],
-                    PgTriggerOperation::Delete => vec![super::spec::OLD_ROWS],
-                    _ => vec![rel_name.as_str()],
-                };
+            PgTriggerOperation::Update | PgTriggerOperation::Delete => {
+                let updated = matches!(op, PgTriggerOperation::Update);
+                for t in &now {
+                    if t.watermark == i64::MIN {
+                        continue;
+                    }
+                    let Some(owner) = t.owner else { continue };
+                    let sql = t.spec.capture_change_sql(updated);
+                    let buckets = as_owner(owner, || first_array(client, &sql, t.watermark))?;
+                    queue(client, &t.name, &buckets, false)?;
+                }
+            }
+            PgTriggerOperation::Truncate => {
                 // a truncated relation is read as its own owner (who may read
-                // it and whose code is all it can run); transition tables
-                // as the rollup's owner
-                let rel_owner = if matches!(op, PgTriggerOperation::Truncate) {
-                    let r = client.update("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", Some(1), &[relid.into()])?;
-                    if r.is_empty() { None } else { r.first().get::<pg_sys::Oid>(1)? }
-                } else {
-                    None
-                };
+                // it and whose code is all it can run)
+                let r = client.update("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", Some(1), &[relid.into()])?;
+                let rel_owner: Option<pg_sys::Oid> = if r.is_empty() { None } else { r.first().get::<pg_sys::Oid>(1)? };
                 for t in &now {
                     if t.watermark == i64::MIN {
                         continue;
                     }
                     let Some(owner) = rel_owner.or(t.owner) else { continue };
-                    let sql = t.spec.touched_buckets_sql(&rels);
+                    let sql = t.spec.touched_buckets_sql(&[rel_name.as_str()]);
                     let buckets = as_owner(owner, || first_array(client, &sql, t.watermark))?;
                     queue(client, &t.name, &buckets, true)?;
                 }

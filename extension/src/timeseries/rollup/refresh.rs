@@ -215,10 +215,29 @@ fn work(client: &mut SpiClient<'_>, name: &str, batch: i64) -> StoreResult<(i64,
     // re-aggregated (that would erase them), only merged
     let first_whole = first_whole_bucket(plan, m.width, m.horizon);
     let live: Vec<(i64, bool)> = claimed.into_iter().filter(|(b, _)| *b < m.watermark).collect();
-    let rebuild: Vec<i64> = live.iter().filter(|(b, d)| *d && *b >= first_whole).map(|(b, _)| *b).collect();
+    let mut rebuild: Vec<i64> = live.iter().filter(|(b, d)| *d && *b >= first_whole).map(|(b, _)| *b).collect();
     let merge: Vec<i64> = live.iter().filter(|(b, d)| !*d || *b < first_whole).map(|(b, _)| *b).collect();
     let owner = m.owner()?;
     let mut written = 0;
+    if !merge.is_empty() && !m.stacked() {
+        // deltas first: the buckets whose retractions do not compose come
+        // back, to be re-aggregated with the dirty ones
+        let sql = spec.merge_sql();
+        let (w, redo) = as_owner(owner, || {
+            let t = client.update(sql.as_str(), Some(1), &[ts_args(&merge)?.into(), ts_arg(first_whole)?.into()])?;
+            if t.is_empty() {
+                return Ok((0, Vec::new()));
+            }
+            let row = t.first();
+            Ok((row.get::<i64>(1)?.unwrap_or(0), ts_vec(row.get::<Vec<Option<TimestampWithTimeZone>>>(2)?)))
+        })?;
+        written += w;
+        let sql = spec.prune_sql();
+        as_owner(owner, || count(client, &sql, &[ts_args(&merge)?.into()]))?;
+        rebuild.extend(redo);
+        rebuild.sort_unstable();
+        rebuild.dedup();
+    }
     if !rebuild.is_empty() {
         let ranges = dirty_ranges(plan, m.width, &rebuild);
         let lo: Vec<i64> = ranges.iter().map(|r| r.0).collect();
@@ -231,10 +250,6 @@ fn work(client: &mut SpiClient<'_>, name: &str, batch: i64) -> StoreResult<(i64,
         written += as_owner(owner, || {
             count(client, &sql, &[ts_args(&lo)?.into(), ts_args(&hi)?.into(), ts_args(&rebuild)?.into()])
         })?;
-    }
-    if !merge.is_empty() && !m.stacked() {
-        let sql = spec.merge_sql();
-        written += as_owner(owner, || count(client, &sql, &[ts_args(&merge)?.into()]))?;
     }
     let changed: Vec<i64> = live.iter().map(|(b, _)| *b).collect();
     propagate(client, name, &changed)?;

@@ -317,13 +317,30 @@ impl Spec {
         )
     }
 
-    /// The delta table has the bucket table's columns; rows are partial
-    /// aggregates, several per bucket and group until merged.
+    /// The delta table has the bucket table's columns, and rows are
+    /// partial aggregates, several per bucket and group until merged. Late
+    /// updates and deletes write retractions there: negative counts and
+    /// sums, `gone` (the rows retracted) and, per minimum and maximum, the
+    /// extreme of the retracted values (`gone_min_<column>`,
+    /// `gone_max_<column>`), which decides whether the bucket's extreme
+    /// may have left with them.
     pub fn create_deltas_sql(&self) -> Vec<String> {
+        let mut cols = vec!["b.*".to_string(), "NULL::bigint AS gone".to_string()];
+        cols.extend(self.gone_columns().into_iter().map(|(g, s)| format!("b.{} AS {}", ident(&s.name), ident(&g))));
         vec![
-            format!("CREATE TABLE {} (LIKE {})", self.deltas(), self.table()),
+            format!("CREATE TABLE {} AS SELECT {} FROM {} b WITH NO DATA", self.deltas(), cols.join(", "), self.table()),
             format!("CREATE INDEX {} ON {} (bucket)", ident(&format!("{}_deltas_bucket", self.name)), self.deltas()),
         ]
+    }
+
+    /// The retraction columns of the delta table beyond `gone`: one per
+    /// stored minimum or maximum, with that stored column.
+    fn gone_columns(&self) -> Vec<(String, Stored)> {
+        self.stored()
+            .into_iter()
+            .filter(|s| matches!(s.combine, Combine::Min | Combine::Max))
+            .map(|s| (format!("gone_{}", s.name), s))
+            .collect()
     }
 
     /// The real-time view: materialized buckets below the watermark, plus
@@ -374,6 +391,51 @@ impl Spec {
             self.all_columns().join(", "),
             self.aggregate(NEW_ROWS, &self.time_col, &format!("{t} < $1"), false)
         )
+    }
+
+    /// Capture of an UPDATE (`updated`) or a DELETE: old rows behind the
+    /// watermark ($1) are retracted and new rows behind it added, as delta
+    /// rows (one per bucket, group and side); returns the buckets touched,
+    /// sorted. A retraction negates the counts and sums (`* -1` works for
+    /// every summable type, money and interval included), counts its rows
+    /// in `gone` and keeps the retracted extremes in the `gone_` columns;
+    /// the new side of an update has `gone = 0` (a late insert's NULL).
+    pub fn capture_change_sql(&self, updated: bool) -> String {
+        let t = ident(&self.time_col);
+        let keys = self.key_columns();
+        let mut cols = keys.clone();
+        let mut exprs = vec![format!("storefront.rollup_bucket({}, {t})", self.width_sql())];
+        exprs.extend(self.groups.iter().map(|g| ident(g)));
+        for s in self.stored() {
+            if matches!(s.combine, Combine::Add | Combine::Sum) {
+                cols.push(ident(&s.name));
+                exprs.push(format!("({}) * -1", s.raw));
+            }
+        }
+        cols.push("gone".into());
+        exprs.push("count(*)::bigint".into());
+        for (g, s) in self.gone_columns() {
+            cols.push(ident(&g));
+            exprs.push(s.raw.clone());
+        }
+        let retract = format!(
+            "o AS (INSERT INTO {} ({}) SELECT {} FROM {OLD_ROWS} WHERE {t} < $1 GROUP BY {} RETURNING bucket)",
+            self.deltas(),
+            cols.join(", "),
+            exprs.join(", "),
+            self.group_by()
+        );
+        if updated {
+            format!(
+                "WITH {retract}, n AS (INSERT INTO {} ({}, gone) SELECT *, 0 FROM ({}) a RETURNING bucket) \
+                 SELECT array_agg(DISTINCT bucket ORDER BY bucket) FROM (SELECT bucket FROM o UNION ALL SELECT bucket FROM n) x",
+                self.deltas(),
+                self.all_columns().join(", "),
+                self.aggregate(NEW_ROWS, &self.time_col, &format!("{t} < $1"), false)
+            )
+        } else {
+            format!("WITH {retract} SELECT array_agg(DISTINCT bucket ORDER BY bucket) FROM o")
+        }
     }
 
     /// The buckets behind the watermark ($1) holding any row of the given
@@ -428,25 +490,77 @@ impl Spec {
 
     /// Fold the delta rows of the buckets in $1 into the bucket table, in
     /// one statement (one snapshot): the deltas it deletes are exactly the
-    /// ones it adds. Returns the number of bucket rows written.
+    /// ones it adds, and exactly the ones it judged. A bucket is left alone
+    /// (its deltas kept, the bucket returned for re-aggregation) when a
+    /// retraction in it may not compose:
+    /// - a retracted minimum or maximum reaches the extreme of what stays
+    ///   (the row holding it may be gone);
+    /// - a sum is of floating point (subtraction is not exact), or comes
+    ///   to exactly zero (the values left may all be NULL, whose sum is
+    ///   NULL).
+    ///
+    /// Before $2 (the first whole bucket after the source's retention
+    /// horizon) only late inserts are folded in, and both sides of updates
+    /// and deletes are dropped: retention deletes rows there (from a
+    /// default partition) and must not erase their aggregates, and
+    /// re-aggregating those buckets from what is left would.
+    ///
+    /// Returns the bucket rows written and the buckets left alone, sorted.
+    /// A group whose count comes to zero keeps a row with `n = 0` until
+    /// `prune_sql` runs.
     pub fn merge_sql(&self) -> String {
         let keys = self.key_columns();
         let mut partial = keys.clone();
         partial.extend(self.stored().iter().map(|s| format!("{} AS {}", s.stacked, ident(&s.name))));
+        let mut judged = partial.clone();
+        judged.push("sum(gone) AS gone".into());
+        let mut unsafe_when: Vec<String> = Vec::new();
+        for (g, s) in self.gone_columns() {
+            let (c, g) = (ident(&s.name), ident(&g));
+            let (f, extreme, beyond) = if s.combine == Combine::Min { ("min", "least", ">") } else { ("max", "greatest", "<") };
+            judged.push(format!("{f}({g}) AS {g}"));
+            unsafe_when.push(format!("(d.{g} IS NOT NULL AND NOT coalesce(d.{g} {beyond} {extreme}(b.{c}, d.{c}), false))"));
+        }
+        for s in self.stored().iter().filter(|s| s.combine == Combine::Sum) {
+            let c = ident(&s.name);
+            unsafe_when.push(format!(
+                "(d.{c} IS NOT NULL AND NOT coalesce(pg_catalog.pg_typeof(d.{c}) NOT IN ('real'::pg_catalog.regtype, 'double precision'::pg_catalog.regtype) \
+                  AND coalesce(b.{c} + d.{c}, b.{c}, d.{c}) <> d.{c} - d.{c}, false))"
+            ));
+        }
+        if unsafe_when.is_empty() {
+            unsafe_when.push("false".into());
+        }
+        let mut on = vec!["b.bucket = d.bucket".to_string()];
+        on.extend(self.groups.iter().map(|g| format!("b.{0} IS NOT DISTINCT FROM d.{0}", ident(g))));
         let sets: Vec<String> = self.stored().iter().map(|s| s.combine_sql()).collect();
         format!(
-            "WITH d AS (DELETE FROM {deltas} WHERE bucket = ANY($1) RETURNING *), \
-             s AS (SELECT {partial} FROM d GROUP BY {gb}), \
+            "WITH j AS (SELECT {judged} FROM {deltas} WHERE bucket = ANY($1) GROUP BY {gb}), \
+             redo AS (SELECT DISTINCT d.bucket FROM j d LEFT JOIN {table} b ON {on} WHERE d.gone > 0 AND d.bucket >= $2 AND ({unsafe_when})), \
+             d AS (DELETE FROM {deltas} WHERE bucket = ANY($1) AND bucket NOT IN (SELECT bucket FROM redo) RETURNING *), \
+             s AS (SELECT {partial} FROM d WHERE d.gone IS NULL OR d.bucket >= $2 GROUP BY {gb}), \
              w AS (INSERT INTO {table} AS b ({cols}) SELECT {cols} FROM s \
                    ON CONFLICT ({keys}) DO UPDATE SET {sets} RETURNING 1) \
-             SELECT count(*) FROM w",
+             SELECT (SELECT count(*) FROM w), (SELECT array_agg(bucket ORDER BY bucket) FROM redo)",
+            judged = judged.join(", "),
             deltas = self.deltas(),
-            partial = partial.join(", "),
             gb = self.group_by(),
             table = self.table(),
+            on = on.join(" AND "),
+            unsafe_when = unsafe_when.join(" OR "),
+            partial = partial.join(", "),
             cols = self.all_columns().join(", "),
             keys = keys.join(", "),
             sets = sets.join(", "),
+        )
+    }
+
+    /// Groups of the buckets in $1 whose count came to zero (every row
+    /// retracted) leave the bucket table; returns how many.
+    pub fn prune_sql(&self) -> String {
+        format!(
+            "WITH p AS (DELETE FROM {} WHERE bucket = ANY($1) AND n <= 0 RETURNING 1) SELECT count(*) FROM p",
+            self.table()
         )
     }
 
@@ -723,7 +837,8 @@ mod tests {
         );
         assert_eq!(
             raw.create_deltas_sql()[0],
-            "CREATE TABLE \"analytics\".\"orders_hourly_deltas\" (LIKE \"analytics\".\"orders_hourly_buckets\")"
+            "CREATE TABLE \"analytics\".\"orders_hourly_deltas\" AS SELECT b.*, NULL::bigint AS gone, \
+             b.\"max_total_cents\" AS \"gone_max_total_cents\" FROM \"analytics\".\"orders_hourly_buckets\" b WITH NO DATA"
         );
         let view = raw.create_view_sql();
         assert!(view.contains(
@@ -738,9 +853,41 @@ mod tests {
         );
 
         let merge = raw.merge_sql();
-        assert!(merge.starts_with("WITH d AS (DELETE FROM \"analytics\".\"orders_hourly_deltas\" WHERE bucket = ANY($1) RETURNING *)"));
-        assert!(merge.contains("sum(n)::bigint AS \"n\""));
+        assert!(merge.starts_with("WITH j AS (SELECT bucket, \"currency\", sum(n)::bigint AS \"n\""));
+        assert!(merge.contains("sum(gone) AS gone, max(\"gone_max_total_cents\") AS \"gone_max_total_cents\" FROM \"analytics\".\"orders_hourly_deltas\""));
+        assert!(merge.contains("ON b.bucket = d.bucket AND b.\"currency\" IS NOT DISTINCT FROM d.\"currency\" WHERE d.gone > 0 AND d.bucket >= $2"));
+        // a retracted maximum that reaches what stays: the row holding it may be gone
+        assert!(merge.contains(
+            "(d.\"gone_max_total_cents\" IS NOT NULL AND NOT coalesce(d.\"gone_max_total_cents\" < greatest(b.\"max_total_cents\", d.\"max_total_cents\"), false))"
+        ));
+        // a sum: floating point, or exactly zero
+        assert!(merge.contains("pg_catalog.pg_typeof(d.\"sum_total_cents\") NOT IN ('real'::pg_catalog.regtype, 'double precision'::pg_catalog.regtype)"));
+        assert!(merge.contains("AND coalesce(b.\"sum_total_cents\" + d.\"sum_total_cents\", b.\"sum_total_cents\", d.\"sum_total_cents\") <> d.\"sum_total_cents\" - d.\"sum_total_cents\""));
+        assert!(merge.contains("d AS (DELETE FROM \"analytics\".\"orders_hourly_deltas\" WHERE bucket = ANY($1) AND bucket NOT IN (SELECT bucket FROM redo) RETURNING *)"));
+        // before the retention horizon: late inserts only
+        assert!(merge.contains("FROM d WHERE d.gone IS NULL OR d.bucket >= $2 GROUP BY 1, 2"));
         assert!(merge.contains("ON CONFLICT (bucket, \"currency\") DO UPDATE SET \"n\" = b.\"n\" + excluded.\"n\""));
+        assert!(merge.ends_with("SELECT (SELECT count(*) FROM w), (SELECT array_agg(bucket ORDER BY bucket) FROM redo)"));
+        assert_eq!(
+            raw.prune_sql(),
+            "WITH p AS (DELETE FROM \"analytics\".\"orders_hourly_buckets\" WHERE bucket = ANY($1) AND n <= 0 RETURNING 1) SELECT count(*) FROM p"
+        );
+
+        // an UPDATE retracts the old rows and adds the new ones; a DELETE only retracts
+        let update = raw.capture_change_sql(true);
+        assert!(update.starts_with(
+            "WITH o AS (INSERT INTO \"analytics\".\"orders_hourly_deltas\" (bucket, \"currency\", \"n\", \"sum_total_cents\", \"n_total_cents\", gone, \"gone_max_total_cents\") \
+             SELECT storefront.rollup_bucket('01:00:00'::interval, \"placed_at\"), \"currency\", (count(*)::bigint) * -1, (sum(\"total_cents\")) * -1, \
+             (count(\"total_cents\")::bigint) * -1, count(*)::bigint, max(\"total_cents\") FROM storefront_old_rows WHERE \"placed_at\" < $1 GROUP BY 1, 2 RETURNING bucket)"
+        ));
+        assert!(update.contains("n AS (INSERT INTO \"analytics\".\"orders_hourly_deltas\" (bucket, \"currency\", \"n\", \"sum_total_cents\", \"n_total_cents\", \"max_total_cents\", gone) SELECT *, 0 FROM (SELECT"));
+        assert!(update.contains("FROM storefront_new_rows WHERE \"placed_at\" < $1"));
+        let delete = raw.capture_change_sql(false);
+        assert!(!delete.contains(NEW_ROWS));
+        assert!(delete.ends_with("SELECT array_agg(DISTINCT bucket ORDER BY bucket) FROM o"));
+        // a rollup of counts only: every retraction composes
+        let counts = Spec { aggs: vec![Agg { f: AggFn::Count, col: None }], ..raw.clone() };
+        assert!(counts.merge_sql().contains("WHERE d.gone > 0 AND d.bucket >= $2 AND (false))"));
 
         let rebuild = raw.rebuild_sql(true);
         assert!(rebuild.contains("gone_deltas AS (DELETE FROM \"analytics\".\"orders_hourly_deltas\""));
