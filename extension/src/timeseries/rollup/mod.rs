@@ -8,7 +8,8 @@
 //! - `ddl.rs`: create, drop, repair; the capture triggers on the source.
 //! - `capture.rs`: the statement triggers that record late changes.
 //! - `refresh.rs`: advancing the watermark, merging deltas, rebuilding
-//!   dirty buckets, invalidation and retention of buckets.
+//!   dirty buckets (and those whose retractions do not compose),
+//!   invalidation and retention of buckets.
 //!
 //! How late data is handled. Rows at or after a rollup's watermark are its
 //! tail: the next refresh aggregates them by time range, so ingesting them
@@ -17,8 +18,12 @@
 //! of `<name>_deltas`, and its bucket is queued clean in
 //! `storefront.rollup_pending`; the refresh folds the deltas into their
 //! buckets (counts and sums add, minima and maxima compose). An update or
-//! delete behind the watermark queues exactly the buckets it touched as
-//! dirty; the refresh re-aggregates only those from the source.
+//! delete behind the watermark is recorded the same way, as a retraction
+//! of the old rows (negative counts and sums, the retracted extremes) and
+//! the new rows; the refresh folds it in, and re-aggregates a bucket from
+//! the source only when a retraction may not compose (an extreme that may
+//! have left, a floating-point sum, a sum that may have become NULL). A
+//! TRUNCATE queues the buckets it empties dirty, re-aggregated likewise.
 //!
 //! Locks, always in this order:
 //! 1. the rollup's advisory lock (`lock_rollup`): writers to a source take

@@ -1,6 +1,7 @@
 //! Refreshing a rollup: advance the watermark over the tail, then work
 //! through queued buckets (fold deltas into clean ones, re-aggregate dirty
-//! ones), then queue the coarser rollups' buckets that changed with them.
+//! ones and the clean ones whose retractions do not compose), then queue
+//! the coarser rollups' buckets that changed with them.
 //!
 //! `refresh_rollup()` does it all in the caller's transaction (inside a
 //! transaction block or a function too). `CALL run_maintenance()` runs the

@@ -6,7 +6,10 @@
 //! Every stored aggregate composes exactly: counts and sums add, minima and
 //! maxima take the min and max, averages are kept as sum + count. That is
 //! what lets a refresh fold late inserts into their buckets (a delta row
-//! per bucket, merged) and build a coarse rollup from a finer one.
+//! per bucket, merged) and build a coarse rollup from a finer one. Late
+//! updates and deletes are retractions (negative counts and sums, the
+//! retracted extremes): they compose too, except where `merge_sql` says,
+//! and then the bucket is re-read.
 
 use crate::errors::{Kind, StoreError, StoreResult};
 use crate::timeseries::bucket::{self, Plan, Width};
