@@ -118,6 +118,14 @@ async fn scd2_versions_changed_keys_and_leaves_the_rest() {
     .await
     .unwrap();
     assert_eq!(gaps, 0);
+    // the merge turns JIT off for its staging statement only: the caller's
+    // setting is back afterwards
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL jit = on").execute(&mut *tx).await.unwrap();
+    sqlx::query(&upsert("2024-03-01", "")).execute(&mut *tx).await.unwrap();
+    let jit: String = sqlx::query_scalar("SELECT current_setting('jit')").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(jit, "on");
+    tx.rollback().await.unwrap();
 }
 
 #[tokio::test]
