@@ -407,6 +407,30 @@ async fn capture_survives_renames_and_new_partitions() {
     pool.execute("SELECT storefront.refresh_rollup('m_daily', '2026-03-01')").await.unwrap();
     let feb: String = sqlx::query_scalar("SELECT sum_v::text FROM ts.m_daily_buckets WHERE bucket = '2026-02-02'").fetch_one(&pool).await.unwrap();
     assert_eq!(feb, "1100");
+
+    // a partition whose capture trigger was disabled is re-armed by the
+    // next refresh, and the rows written meanwhile count; partitions with
+    // their triggers in place keep them as they are
+    let triggers = "SELECT array_agg(oid ORDER BY oid)::text FROM pg_trigger WHERE tgrelid = 'source_data.m_feb'::regclass AND tgname LIKE 'storefront_rollup_%'";
+    let feb_before: String = sqlx::query_scalar(triggers).fetch_one(&pool).await.unwrap();
+    pool.execute(
+        "ALTER TABLE source_data.m_jan DISABLE TRIGGER storefront_rollup_ins;
+         INSERT INTO source_data.m_jan VALUES ('2026-01-20 06:00', 20);",
+    )
+    .await
+    .unwrap();
+    pool.execute("SELECT storefront.refresh_rollup('m_daily', '2026-03-01')").await.unwrap();
+    let jan: (i64, String) = sqlx::query_as("SELECT n, sum_v::text FROM ts.m_daily_buckets WHERE bucket = '2026-01-20'").fetch_one(&pool).await.unwrap();
+    assert_eq!(jan, (2, "22".into()), "the row written while capture was off counts");
+    let enabled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'source_data.m_jan'::regclass AND tgname LIKE 'storefront_rollup_%' AND tgenabled <> 'D'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(enabled, 4, "the partition was re-armed");
+    let feb_after: String = sqlx::query_scalar(triggers).fetch_one(&pool).await.unwrap();
+    assert_eq!(feb_before, feb_after, "an armed partition keeps its triggers");
 }
 
 /// refresh_rollup() runs in the caller's transaction: inside a

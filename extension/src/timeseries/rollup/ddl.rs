@@ -313,31 +313,37 @@ fn create_objects(client: &mut SpiClient<'_>, spec: &Spec, owner: &str) -> Store
 }
 
 /// The relations of a source's inheritance tree (itself, its partitions
-/// and children, at every level) that can carry triggers.
+/// and children, at every level) that can carry triggers, with whether the
+/// four capture triggers are in place; only those lacking them when $2.
+/// The triggers are counted in one pass over pg_trigger (a refresh checks
+/// a tree of hundreds of partitions every time).
 const TREE_SQL: &str = "
 WITH RECURSIVE tree(rel) AS (
     SELECT $1::pg_catalog.oid
     UNION
     SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.rel
+), armed AS (
+    SELECT g.tgrelid, count(*) AS n FROM pg_catalog.pg_trigger g
+    WHERE g.tgfoid = 'storefront.rollup_capture()'::pg_catalog.regprocedure AND g.tgenabled <> 'D'
+      AND g.tgname IN ('storefront_rollup_ins', 'storefront_rollup_upd', 'storefront_rollup_del', 'storefront_rollup_trunc')
+    GROUP BY g.tgrelid
 )
-SELECT t.rel, pg_catalog.format('%I.%I', n.nspname, c.relname),
-       (SELECT count(*) FROM pg_catalog.pg_trigger g
-        WHERE g.tgrelid = t.rel AND g.tgname IN ('storefront_rollup_ins', 'storefront_rollup_upd',
-                                                  'storefront_rollup_del', 'storefront_rollup_trunc')
-          AND g.tgenabled <> 'D' AND g.tgfoid = 'storefront.rollup_capture()'::pg_catalog.regprocedure)
+SELECT t.rel, pg_catalog.format('%I.%I', n.nspname, c.relname), a.n IS NOT DISTINCT FROM 4
 FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.rel JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p')
+LEFT JOIN armed a ON a.tgrelid = t.rel
+WHERE c.relkind IN ('r', 'p') AND (NOT $2 OR a.n IS DISTINCT FROM 4)
 ORDER BY t.rel";
 
-/// (relation, qualified name, capture triggers in place) of a source tree.
-fn tree(client: &mut SpiClient<'_>, root: pg_sys::Oid) -> StoreResult<Vec<(pg_sys::Oid, String, bool)>> {
-    let t = client.update(TREE_SQL, None, &[root.into()])?;
+/// (relation, qualified name, capture triggers in place) of a source tree,
+/// or of its relations lacking them (`unarmed_only`).
+fn tree(client: &mut SpiClient<'_>, root: pg_sys::Oid, unarmed_only: bool) -> StoreResult<Vec<(pg_sys::Oid, String, bool)>> {
+    let t = client.update(TREE_SQL, None, &[root.into(), unarmed_only.into()])?;
     let mut out = Vec::new();
     for row in t {
         let oid: pg_sys::Oid = row.get(1)?.unwrap_or(pg_sys::InvalidOid);
         let name: String = row.get(2)?.unwrap_or_default();
-        let n: i64 = row.get(3)?.unwrap_or(0);
-        out.push((oid, name, n == 4));
+        let ok: bool = row.get(3)?.unwrap_or(false);
+        out.push((oid, name, ok));
     }
     Ok(out)
 }
@@ -366,7 +372,7 @@ fn disarm(client: &mut SpiClient<'_>, rel: pg_sys::Oid, rel_name: &str) -> Store
 /// returns those it armed (root first if it was one of them).
 pub fn arm_tree(client: &mut SpiClient<'_>, root: pg_sys::Oid) -> StoreResult<Vec<(pg_sys::Oid, String)>> {
     let mut armed = Vec::new();
-    for (oid, name, ok) in tree(client, root)? {
+    for (oid, name, ok) in tree(client, root, true)? {
         if !ok {
             arm(client, oid, &name)?;
             if oid == root {
@@ -442,7 +448,7 @@ pub fn drop(name: Option<&str>) -> StoreResult<bool> {
             return Err(StoreError::new(Kind::SerializationFailure, format!("rollup \"{name}\" was dropped concurrently")));
         }
         if !m.stacked() && m.source_name.is_some() {
-            for (oid, rel, _) in tree(client, m.source_oid)? {
+            for (oid, rel, _) in tree(client, m.source_oid, false)? {
                 if !captured(client, oid)? {
                     disarm(client, oid, &rel)?;
                 }

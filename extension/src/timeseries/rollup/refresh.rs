@@ -224,17 +224,24 @@ fn work(client: &mut SpiClient<'_>, name: &str, batch: i64) -> StoreResult<(i64,
         // deltas first: the buckets whose retractions do not compose come
         // back, to be re-aggregated with the dirty ones
         let sql = spec.merge_sql();
-        let (w, redo) = as_owner(owner, || {
+        let (w, redo, retracted) = as_owner(owner, || {
             let t = client.update(sql.as_str(), Some(1), &[ts_args(&merge)?.into(), ts_arg(first_whole)?.into()])?;
             if t.is_empty() {
-                return Ok((0, Vec::new()));
+                return Ok((0, Vec::new(), 0));
             }
             let row = t.first();
-            Ok((row.get::<i64>(1)?.unwrap_or(0), ts_vec(row.get::<Vec<Option<TimestampWithTimeZone>>>(2)?)))
+            Ok((
+                row.get::<i64>(1)?.unwrap_or(0),
+                ts_vec(row.get::<Vec<Option<TimestampWithTimeZone>>>(2)?),
+                row.get::<i64>(3)?.unwrap_or(0),
+            ))
         })?;
         written += w;
-        let sql = spec.prune_sql();
-        as_owner(owner, || count(client, &sql, &[ts_args(&merge)?.into()]))?;
+        // only a retraction brings a group's count to zero
+        if retracted > 0 {
+            let sql = spec.prune_sql();
+            as_owner(owner, || count(client, &sql, &[ts_args(&merge)?.into()]))?;
+        }
         rebuild.extend(redo);
         rebuild.sort_unstable();
         rebuild.dedup();

@@ -508,9 +508,10 @@ impl Spec {
     /// default partition) and must not erase their aggregates, and
     /// re-aggregating those buckets from what is left would.
     ///
-    /// Returns the bucket rows written and the buckets left alone, sorted.
-    /// A group whose count comes to zero keeps a row with `n = 0` until
-    /// `prune_sql` runs.
+    /// Returns the bucket rows written, the buckets left alone (sorted),
+    /// and the retractions folded in. A group whose count comes to zero
+    /// keeps a row with `n = 0` until `prune_sql` runs, which only a
+    /// folded retraction makes necessary.
     pub fn merge_sql(&self) -> String {
         let keys = self.key_columns();
         let mut partial = keys.clone();
@@ -544,7 +545,8 @@ impl Spec {
              s AS (SELECT {partial} FROM d WHERE d.gone IS NULL OR d.bucket >= $2 GROUP BY {gb}), \
              w AS (INSERT INTO {table} AS b ({cols}) SELECT {cols} FROM s \
                    ON CONFLICT ({keys}) DO UPDATE SET {sets} RETURNING 1) \
-             SELECT (SELECT count(*) FROM w), (SELECT array_agg(bucket ORDER BY bucket) FROM redo)",
+             SELECT (SELECT count(*) FROM w), (SELECT array_agg(bucket ORDER BY bucket) FROM redo), \
+                    (SELECT count(*) FROM d WHERE d.gone > 0 AND d.bucket >= $2)",
             judged = judged.join(", "),
             deltas = self.deltas(),
             gb = self.group_by(),
@@ -870,7 +872,10 @@ mod tests {
         // before the retention horizon: late inserts only
         assert!(merge.contains("FROM d WHERE d.gone IS NULL OR d.bucket >= $2 GROUP BY 1, 2"));
         assert!(merge.contains("ON CONFLICT (bucket, \"currency\") DO UPDATE SET \"n\" = b.\"n\" + excluded.\"n\""));
-        assert!(merge.ends_with("SELECT (SELECT count(*) FROM w), (SELECT array_agg(bucket ORDER BY bucket) FROM redo)"));
+        assert!(merge.ends_with(
+            "SELECT (SELECT count(*) FROM w), (SELECT array_agg(bucket ORDER BY bucket) FROM redo), \
+             (SELECT count(*) FROM d WHERE d.gone > 0 AND d.bucket >= $2)"
+        ));
         assert_eq!(
             raw.prune_sql(),
             "WITH p AS (DELETE FROM \"analytics\".\"orders_hourly_buckets\" WHERE bucket = ANY($1) AND n <= 0 RETURNING 1) SELECT count(*) FROM p"
