@@ -544,7 +544,7 @@ pub fn plan(req: &Request<'_>, target: &Rel, source: &Rel, facts: &dyn TypeFacts
     let last_to = if key_indexed { "" } else { ", h.\"scd2#last_to\"" };
     let j = format!(
         "j AS (
-    SELECT s.*, c.{IS_CURRENT} IS NOT NULL AS \"scd2#has_cur\", c.{VALID_FROM} AS \"scd2#cur_from\",
+    SELECT s.*, c.ctid AS \"scd2#cur_tid\", c.{IS_CURRENT} IS NOT NULL AS \"scd2#has_cur\", c.{VALID_FROM} AS \"scd2#cur_from\",
            {dead_c} AS \"scd2#cur_dead\", {differs} AS \"scd2#differs\"{last_to}
     FROM src s LEFT JOIN {t_sql} c ON {on} AND c.{IS_CURRENT}{history_join}
 ), k AS (
@@ -608,10 +608,25 @@ WITH src AS ({src}),
 {j}, {d}
 SELECT * FROM d"
     );
+    // the versions to close are the current rows the stage joined: a plain
+    // table finds them by their row addresses (one TID scan of exactly
+    // those rows, not a scan of the whole dimension to join on the key).
+    // The target is locked against other writers since the stage was
+    // made, so the addresses still hold; the key and is_current are
+    // checked all the same. A partitioned target joins on the key (a row
+    // address is only unique within one partition).
+    let closing = "NOT d.\"scd2#late_key\" AND d.\"scd2#first\" AND d.\"scd2#has_cur\"";
+    let by_tid = if target.kind == 'r' {
+        format!(
+            " AND t.ctid = ANY (ARRAY(SELECT d.\"scd2#cur_tid\" FROM {STAGE} d WHERE {closing})) AND t.ctid = d.\"scd2#cur_tid\""
+        )
+    } else {
+        String::new()
+    };
     let close = format!(
         "UPDATE {t_sql} t SET {VALID_TO} = d.\"scd2#ts\", {IS_CURRENT} = false
 FROM {STAGE} d
-WHERE NOT d.\"scd2#late_key\" AND d.\"scd2#first\" AND d.\"scd2#has_cur\" AND {on_td} AND t.{IS_CURRENT}",
+WHERE {closing}{by_tid} AND {on_td} AND t.{IS_CURRENT}",
         on_td = join_on("t", "d"),
     );
     let insert = format!(
@@ -923,6 +938,19 @@ mod tests {
         assert!(p.duplicates.is_some());
         assert!(p.deletes.is_none());
         assert_eq!(p.key_list, "(id)");
+        // the versions to close are found by their row addresses, the key
+        // and is_current checked all the same
+        assert!(p.stage.contains("c.ctid AS \"scd2#cur_tid\""));
+        assert!(p.close.contains(
+            "t.ctid = ANY (ARRAY(SELECT d.\"scd2#cur_tid\" FROM pg_temp.\"scd2#stage\" d WHERE NOT d.\"scd2#late_key\" AND d.\"scd2#first\" AND d.\"scd2#has_cur\")) \
+             AND t.ctid = d.\"scd2#cur_tid\" AND t.\"id\" OPERATOR(pg_catalog.=) d.\"id\" AND t.is_current"
+        ));
+        // a row address is unique only within one partition
+        let mut parted = target();
+        parted.kind = 'p';
+        let p = plan(&req(&k, &t), &parted, &source(), &Facts).unwrap();
+        assert!(!p.close.contains("ctid"));
+        assert!(p.close.contains("t.\"id\" OPERATOR(pg_catalog.=) d.\"id\" AND t.is_current"));
     }
 
     #[test]
