@@ -118,14 +118,31 @@ async fn scd2_versions_changed_keys_and_leaves_the_rest() {
     .await
     .unwrap();
     assert_eq!(gaps, 0);
-    // the merge turns JIT off for its staging statement only: the caller's
-    // setting is back afterwards
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL jit = on").execute(&mut *tx).await.unwrap();
-    sqlx::query(&upsert("2024-03-01", "")).execute(&mut *tx).await.unwrap();
-    let jit: String = sqlx::query_scalar("SELECT current_setting('jit')").fetch_one(&mut *tx).await.unwrap();
-    assert_eq!(jit, "on");
-    tx.rollback().await.unwrap();
+    // the merge turns JIT off for its staging statement only, and hash
+    // joins too when source and target both have a btree index on the key
+    // (a merge join in key order): the same history either way, and the
+    // caller's settings are back afterwards
+    let mut histories = Vec::new();
+    for indexed in [false, true] {
+        let mut tx = pool.begin().await.unwrap();
+        if indexed {
+            (&mut *tx).execute("CREATE INDEX ON stage (id); CREATE UNIQUE INDEX ON dim (id, valid_from)").await.unwrap();
+        }
+        (&mut *tx)
+            .execute("SET LOCAL jit = on; SET LOCAL enable_hashjoin = on; UPDATE stage SET price = coalesce(price, 0) + 1 WHERE id IN (1, 4)")
+            .await
+            .unwrap();
+        let r = sqlx::query(&upsert("2024-03-01", "")).fetch_one(&mut *tx).await.unwrap();
+        let got: (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(got, (0, 2, 2, 0), "indexed: {indexed}");
+        let settings: String =
+            sqlx::query_scalar("SELECT current_setting('jit') || ' ' || current_setting('enable_hashjoin')").fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(settings, "on on", "indexed: {indexed}");
+        let hist: Vec<String> = sqlx::query_scalar(HIST).fetch_all(&mut *tx).await.unwrap();
+        histories.push(hist);
+        tx.rollback().await.unwrap();
+    }
+    assert_eq!(histories[0], histories[1]);
 }
 
 #[tokio::test]

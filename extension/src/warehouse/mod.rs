@@ -127,12 +127,25 @@ fn run(client: &mut SpiClient<'_>, plan: &Plan, req: &Request<'_>, as_of: Timest
     // current version as if it ran for every source row, which puts a
     // merge of a large source far above jit_above_cost; compiling its
     // expressions then took longer (0.6 s of a 1M-row merge) than they
-    // save. set_config(.., true) reverts with an aborted (sub)transaction.
-    let jit: Option<String> = client.select("SELECT pg_catalog.current_setting('jit')", Some(1), &[])?.first().get(1)?;
-    client.select("SELECT pg_catalog.set_config('jit', 'off', true)", Some(1), &[])?;
+    // save. Without hash joins when both sides are btree-indexed on the
+    // key (see scd2::plan). The caller's settings are restored after the
+    // statement; set_config(.., true) also reverts with an aborted
+    // (sub)transaction.
+    let mut settings = vec!["jit"];
+    if plan.merge_join {
+        settings.push("enable_hashjoin");
+    }
+    let mut saved: Vec<(&str, Option<String>)> = Vec::new();
+    for name in settings {
+        let was: Option<String> = client.select("SELECT pg_catalog.current_setting($1)", Some(1), &[name.into()])?.first().get(1)?;
+        client.select("SELECT pg_catalog.set_config($1, 'off', true)", Some(1), &[name.into()])?;
+        saved.push((name, was));
+    }
     client.update(stage.as_str(), None, &[])?;
-    if let Some(jit) = jit {
-        client.select("SELECT pg_catalog.set_config('jit', $1, true)", Some(1), &[jit.as_str().into()])?;
+    for (name, was) in saved {
+        if let Some(was) = was {
+            client.select("SELECT pg_catalog.set_config($1, $2, true)", Some(1), &[name.into(), was.as_str().into()])?;
+        }
     }
     let closes_done = client.update(plan.close.as_str(), None, &[])?.len() as i64;
     let rows_inserted = client.update(plan.insert.as_str(), None, &[])?.len() as i64;
@@ -345,7 +358,8 @@ fn relation(client: &SpiClient<'_>, oid: pg_sys::Oid) -> StoreResult<Rel> {
     for r in client.select(
         "SELECT i.indisunique AND i.indimmediate,
                 array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(n, o)
-                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o)
+                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
+                (SELECT m.amname = 'btree' FROM pg_class x JOIN pg_am m ON m.oid = x.relam WHERE x.oid = i.indexrelid)
          FROM pg_index i
          WHERE i.indrelid = $1 AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indisvalid",
         None,
@@ -353,7 +367,8 @@ fn relation(client: &SpiClient<'_>, oid: pg_sys::Oid) -> StoreResult<Rel> {
     )? {
         let unique: bool = r.get(1)?.unwrap_or(false);
         let cols: Vec<Option<String>> = r.get(2)?.unwrap_or_default();
-        indexes.push(Index { columns: cols.into_iter().flatten().collect(), unique });
+        let ordered: bool = r.get(3)?.unwrap_or(false);
+        indexes.push(Index { columns: cols.into_iter().flatten().collect(), unique, ordered });
     }
     Ok(Rel { sql, display, kind: kind.chars().next().unwrap_or(' '), columns, indexes })
 }

@@ -73,6 +73,8 @@ pub struct Rel {
 pub struct Index {
     pub columns: Vec<String>,
     pub unique: bool,
+    /// a btree: it reads its rows in key order
+    pub ordered: bool,
 }
 
 impl Rel {
@@ -155,6 +157,10 @@ pub struct Plan {
     /// stage the rows that make versions, and the rows of keys left for
     /// the slow path, in a temporary table ([`STAGE`]); `$1` is as_of
     pub stage: String,
+    /// source and target are both read in key order by a btree index, so
+    /// the stage statement runs without hash joins: a merge join of the
+    /// two index scans instead of a hash table of the whole source
+    pub merge_join: bool,
     /// close the current versions the staged rows replace
     pub close: String,
     /// insert the staged versions
@@ -520,9 +526,17 @@ pub fn plan(req: &Request<'_>, target: &Rel, source: &Rel, facts: &dyn TypeFacts
     // does the key have a version ending after ts (so ts is inside its
     // history)? Looked up per row when the target has an index on the
     // key columns, else from the history's last ends by key.
-    let key_indexed = target.indexes.iter().any(|i| {
-        i.columns.len() >= keys.len() && keys.iter().all(|k| i.columns[..keys.len()].contains(k))
-    });
+    let leads_with_keys = |i: &Index| i.columns.len() >= keys.len() && keys.iter().all(|k| i.columns[..keys.len()].contains(k));
+    let key_indexed = target.indexes.iter().any(|i| leads_with_keys(i));
+    // Joining a large source with the current versions: with both sides
+    // in a btree on the key, a merge join of two index scans reads each
+    // once in key order, where a hash join builds a table of every source
+    // row (spilling to disk past work_mem); the planner, pricing index
+    // scans as random reads, picks the hash join all the same. A small
+    // (delta) source still gets a nested loop of index probes.
+    let merge_join = same_types
+        && target.indexes.iter().any(|i| i.ordered && leads_with_keys(i))
+        && source.indexes.iter().any(|i| i.ordered && leads_with_keys(i));
     let (history_join, history_after) = if key_indexed {
         (
             String::new(),
@@ -766,6 +780,7 @@ SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM tomb)"
         validate,
         duplicates,
         stage,
+        merge_join,
         close,
         insert,
         tally,
@@ -895,7 +910,7 @@ mod tests {
                 col("valid_to", TIMESTAMPTZ, 1184),
                 col("is_current", "boolean", 16),
             ],
-            indexes: vec![Index { columns: vec!["id".into(), "valid_from".into()], unique: true }],
+            indexes: vec![Index { columns: vec!["id".into(), "valid_from".into()], unique: true, ordered: true }],
         }
     }
 
@@ -1091,8 +1106,15 @@ mod tests {
     fn a_unique_source_needs_no_duplicate_check() {
         let (k, t) = (s(&["id"]), s(&["price"]));
         let mut src = source();
-        src.indexes.push(Index { columns: vec!["id".into()], unique: true });
-        assert!(plan(&req(&k, &t), &target(), &src, &Facts).unwrap().duplicates.is_none());
+        src.indexes.push(Index { columns: vec!["id".into()], unique: true, ordered: true });
+        let p = plan(&req(&k, &t), &target(), &src, &Facts).unwrap();
+        assert!(p.duplicates.is_none());
+        // both sides in a btree on the key: merge-joined in key order
+        assert!(p.merge_join);
+        assert!(!plan(&req(&k, &t), &target(), &source(), &Facts).unwrap().merge_join);
+        let mut hashed = src.clone();
+        hashed.indexes[0].ordered = false;
+        assert!(!plan(&req(&k, &t), &target(), &hashed, &Facts).unwrap().merge_join);
         // unless a cast could merge two source keys
         src.columns.iter_mut().find(|c| c.name == "id").unwrap().typmod = 3;
         assert!(plan(&req(&k, &t), &target(), &src, &Facts).unwrap().duplicates.is_some());
