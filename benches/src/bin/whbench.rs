@@ -238,6 +238,12 @@ async fn main() {
                 }
             }
             pool.execute("VACUUM ANALYZE dim_ext, dim_sql").await.unwrap();
+            eprintln!(
+                "  {pct}% changed, round {round}: scd2_upsert {:.2} s, dbt-style SQL {:.2} s, dbt snapshot {}",
+                es[round],
+                ss[round],
+                ds.get(round).map(|d| format!("{d:.2} s")).unwrap_or_else(|| "-".into())
+            );
         }
         let d = dbt.as_ref().map(|_| median(ds));
         rows_full.push((format!("{pct}% changed ({} keys)", n / every), median(es), median(ss), d));
