@@ -2311,6 +2311,7 @@ DECLARE
     v_system   bigint;
     v_state    record;
     v_age      integer;
+    v_full     boolean;
     v_as_of    timestamptz;
     v_n        bigint;
     v_min_n    bigint;
@@ -2328,8 +2329,12 @@ BEGIN
     v_now_xid := pg_current_xact_id()::text::bigint;
     v_mark := pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
     SELECT s.system_identifier INTO v_system FROM pg_control_system() s;
-    v_age := storefront.xact_age_limit(v_now_xid,
-                                       CASE WHEN v_state.system_id = v_system THEN v_state.watermark END);
+    -- no watermark of this cluster (the first load, or the first after a
+    -- restore): everything is read, and the report views are refreshed
+    -- even when nothing turns out to have changed, since a restored
+    -- database's views are as CREATE EXTENSION made them (empty)
+    v_full := v_state.system_id IS DISTINCT FROM v_system OR v_state.watermark IS NULL;
+    v_age := storefront.xact_age_limit(v_now_xid, CASE WHEN NOT v_full THEN v_state.watermark END);
 
     -- ------------------------------------------------ what changed --
     -- (left over when an earlier load in this transaction failed and was
@@ -2367,11 +2372,18 @@ BEGIN
     step := 'dim_date'; rows := v_n; RETURN NEXT;
 
     -- ------------------------------------------------- dim_location --
-    INSERT INTO storefront_dw.dim_location AS d (location_id, code, name)
-    SELECT l.location_id, l.code, l.name FROM storefront.location l
-    ON CONFLICT (location_id) DO UPDATE SET code = excluded.code, name = excluded.name
-    WHERE (d.code, d.name) IS DISTINCT FROM (excluded.code, excluded.name);
+    -- renamed ones updated, new ones inserted: an INSERT .. ON CONFLICT of
+    -- every location would take a key from the identity for each one at
+    -- every load, conflict or not
+    UPDATE storefront_dw.dim_location d SET code = l.code, name = l.name
+    FROM storefront.location l
+    WHERE l.location_id = d.location_id AND (d.code, d.name) IS DISTINCT FROM (l.code, l.name);
     GET DIAGNOSTICS v_n = ROW_COUNT;
+    INSERT INTO storefront_dw.dim_location (location_id, code, name)
+    SELECT l.location_id, l.code, l.name FROM storefront.location l
+    WHERE NOT EXISTS (SELECT FROM storefront_dw.dim_location d WHERE d.location_id = l.location_id);
+    GET DIAGNOSTICS v_min_n = ROW_COUNT;
+    v_n := v_n + v_min_n;
     step := 'dim_location'; rows := v_n; RETURN NEXT;
 
     -- -------------------------------------------------- dim_product --
@@ -2522,7 +2534,7 @@ BEGIN
     step := 'fact_order_line'; rows := v_n; RETURN NEXT;
 
     -- ------------------------------------------------------ reports --
-    IF v_changed > 0 THEN
+    IF v_changed > 0 OR v_full THEN
         REFRESH MATERIALIZED VIEW CONCURRENTLY storefront_dw.daily_revenue;
         REFRESH MATERIALIZED VIEW CONCURRENTLY storefront_dw.monthly_product_sales;
         REFRESH MATERIALIZED VIEW CONCURRENTLY storefront_dw.monthly_segment_revenue;

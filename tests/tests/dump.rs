@@ -8,7 +8,8 @@
 //! average too) with their bucket tables, watermarks and a late change
 //! waiting to be re-aggregated, retention policies, an application and an
 //! analyst role set up with the grant functions, row security switched on,
-//! and the relay mode for order events with an event still queued.
+//! and the relay mode for order events with an event still queued; the
+//! warehouse loaded twice, a price change between the loads.
 //!
 //! Restored three times: into an empty database made by hand (`pg_restore
 //! -d`); in parallel (`--jobs`), which needs the extension's own table data
@@ -17,7 +18,10 @@
 //! row, every invariant, rollups whose next refresh gives what the
 //! original's gives, retention that drops what the original's drops, the
 //! roles' privileges, and row-level security in force for the application
-//! role acting for one customer. Roles are cluster-wide, so this restores
+//! role acting for one customer, and a warehouse whose next load gives
+//! what the original's gives, report views included (they are the
+//! extension's own materialized views, which pg_dump does not refresh).
+//! Roles are cluster-wide, so this restores
 //! into the same cluster; another cluster needs `pg_dumpall --roles-only`
 //! first.
 
@@ -52,6 +56,8 @@ struct Facts {
     refreshed: Vec<String>,
     /// what apply_retention(RETAIN_AS_OF) drops
     retained: Vec<String>,
+    /// the warehouse's rows and report views after the next load_warehouse()
+    loaded: Vec<String>,
     privileges: Vec<String>,
     row_security: Vec<String>,
     outbox_events: i64,
@@ -70,9 +76,23 @@ const BUCKETS: &str = "SELECT format('%s %s', 'views_hourly', x) FROM storefront
                        SELECT format('%s %s', 'views_daily', x) FROM storefront_rollups.views_daily_buckets x
                        ORDER BY 1";
 
+/// Every row of the warehouse and of its report views.
+const WAREHOUSE: &str = "SELECT format('%s %s', 'dim_date', x) FROM storefront_dw.dim_date x
+                         UNION ALL SELECT format('%s %s', 'dim_customer', x) FROM storefront_dw.dim_customer x
+                         UNION ALL SELECT format('%s %s', 'dim_product', x) FROM storefront_dw.dim_product x
+                         UNION ALL SELECT format('%s %s', 'dim_location', x) FROM storefront_dw.dim_location x
+                         UNION ALL SELECT format('%s %s', 'fact_order_line', x) FROM storefront_dw.fact_order_line x
+                         UNION ALL SELECT format('%s %s', 'daily_revenue', x) FROM storefront_dw.daily_revenue x
+                         UNION ALL SELECT format('%s %s', 'monthly_product_sales', x) FROM storefront_dw.monthly_product_sales x
+                         UNION ALL SELECT format('%s %s', 'monthly_segment_revenue', x) FROM storefront_dw.monthly_segment_revenue x
+                         ORDER BY 1";
+
 async fn facts(pool: &PgPool) -> Facts {
     let mut rows = row_digest(pool, None).await;
     rows.remove("storefront.order_event_queue");
+    // where the last load got to is not dumped: a restored store loads
+    // everything again (checked in check_restored)
+    rows.remove("storefront_dw.load_state");
     let sequences = texts(
         pool,
         "SELECT format('%s.%s %s', s.schemaname, s.sequencename, s.last_value)
@@ -160,6 +180,10 @@ async fn facts(pool: &PgPool) -> Facts {
     )
     .await;
     tx.rollback().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    texts_in(&mut tx, "SELECT format('%s %s', step, rows) FROM storefront.load_warehouse()").await;
+    let loaded = texts_in(&mut tx, WAREHOUSE).await;
+    tx.rollback().await.unwrap();
 
     Facts {
         rows,
@@ -172,6 +196,7 @@ async fn facts(pool: &PgPool) -> Facts {
         rollup_views,
         refreshed,
         retained,
+        loaded,
         privileges,
         row_security,
         outbox_events,
@@ -248,6 +273,23 @@ async fn store(src: &PgPool) {
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let expired: i32 = sqlx::query_scalar("SELECT storefront.expire_reservations(now(), 1000)").fetch_one(src).await.unwrap();
     assert_eq!(expired, 1, "the short hold expired");
+
+    // the warehouse: loaded, a price change, loaded again (TEE-2 gets a
+    // second version; the orders placed before point at the first)
+    src.execute(
+        "SELECT count(*) FROM storefront.load_warehouse();
+         SELECT storefront.upsert_product('TEE-2', 'Tee 2', 1500, 'USD', 'Apparel/Tees');
+         SELECT count(*) FROM storefront.load_warehouse();",
+    )
+    .await
+    .expect("warehouse loads");
+    let versions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM storefront_dw.dim_product d JOIN storefront.sku s USING (sku_id) WHERE s.code = 'TEE-2'",
+    )
+    .fetch_one(src)
+    .await
+    .unwrap();
+    assert_eq!(versions, 2, "the price change is a second version of TEE-2");
 
     // events: partitions made now, events in them and in the default one;
     // a rollup, a rollup of it, both refreshed; then a late event below the
@@ -328,6 +370,15 @@ async fn check_restored(db: &str, before: &Facts, how: &str, with_create: bool) 
         ["cancelled", "delivered", "expired", "paid", "payment_failed", "pending", "shipped"],
         "{how}: an order in every state"
     );
+
+    // the warehouse: where the last load got to stays behind (its first
+    // load reads everything again), the report views are as CREATE
+    // EXTENSION made them until that load
+    let state: (Option<i64>, i64) = sqlx::query_as("SELECT watermark, loads FROM storefront_dw.load_state")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, (None, 0), "{how}: the load state is not restored");
 
     // the run-time partitions are the extension's partitions again: making
     // the same window finds them all
@@ -486,11 +537,21 @@ async fn dump_and_restore_keep_every_kind_of_data_and_object() {
     place(&src, 4, r#"[{"sku": "MUG-1", "qty": 1}]"#, "queued", "15 minutes").await;
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM storefront.order_event_queue").fetch_one(&src).await.unwrap();
     assert_eq!(queued, 1, "relay mode queues the order's event");
+    // and loaded: the warehouse has every order, so the next load (on the
+    // original and on each restored copy) finds nothing new
+    src.execute("SELECT count(*) FROM storefront.load_warehouse()").await.expect("load_warehouse");
     assert_invariants(&src).await;
     let before = facts(&src).await;
     assert!(before.partitions.len() >= 5, "run-time partitions: {:?}", before.partitions);
     assert!(before.retained.iter().any(|r| r.starts_with("event ")), "retention drops partitions: {:?}", before.retained);
     assert!(before.privileges.len() > 20, "the roles' privileges: {:?}", before.privileges);
+    for (what, n) in [("daily_revenue ", 2), ("monthly_segment_revenue ", 2), ("dim_product ", 7), ("fact_order_line ", 8)] {
+        assert!(
+            before.loaded.iter().filter(|r| r.starts_with(what)).count() >= n,
+            "the warehouse after a load: {what}: {:?}",
+            before.loaded
+        );
+    }
     src.close().await;
 
     let file = std::env::temp_dir().join("storefront-dump-all.dump");
@@ -512,9 +573,17 @@ async fn dump_and_restore_keep_every_kind_of_data_and_object() {
     let out = Command::new("pg_restore").args(["--list", file]).output().expect("pg_restore --list");
     assert!(out.status.success(), "pg_restore --list");
     let toc = String::from_utf8(out.stdout).unwrap();
-    let ours = regex::Regex::new(r" (TABLE DATA|SEQUENCE SET) storefront ").unwrap();
+    // (the same split as the book's, warehouse included: its fact table
+    // references its dimensions)
+    let ours = regex::Regex::new(r" (TABLE DATA|SEQUENCE SET) storefront(_dw)? ").unwrap();
     let (first, rest): (Vec<&str>, Vec<&str>) = toc.lines().partition(|l| ours.is_match(l));
     assert!(first.len() > 20, "the extension's table data in the dump: {first:?}");
+    for table in ["dim_customer", "dim_product", "fact_order_line"] {
+        assert!(
+            first.iter().any(|l| l.contains(&format!("TABLE DATA storefront_dw {table} "))),
+            "the warehouse's {table} in the dump: {first:?}"
+        );
+    }
     let first_list = std::env::temp_dir().join("storefront-dump-all.first.list");
     let rest_list = std::env::temp_dir().join("storefront-dump-all.rest.list");
     std::fs::write(&first_list, first.join("\n")).unwrap();
