@@ -76,16 +76,24 @@ const BUCKETS: &str = "SELECT format('%s %s', 'views_hourly', x) FROM storefront
                        SELECT format('%s %s', 'views_daily', x) FROM storefront_rollups.views_daily_buckets x
                        ORDER BY 1";
 
-/// Every row of the warehouse and of its report views.
-const WAREHOUSE: &str = "SELECT format('%s %s', 'dim_date', x) FROM storefront_dw.dim_date x
-                         UNION ALL SELECT format('%s %s', 'dim_customer', x) FROM storefront_dw.dim_customer x
-                         UNION ALL SELECT format('%s %s', 'dim_product', x) FROM storefront_dw.dim_product x
-                         UNION ALL SELECT format('%s %s', 'dim_location', x) FROM storefront_dw.dim_location x
-                         UNION ALL SELECT format('%s %s', 'fact_order_line', x) FROM storefront_dw.fact_order_line x
-                         UNION ALL SELECT format('%s %s', 'daily_revenue', x) FROM storefront_dw.daily_revenue x
-                         UNION ALL SELECT format('%s %s', 'monthly_product_sales', x) FROM storefront_dw.monthly_product_sales x
-                         UNION ALL SELECT format('%s %s', 'monthly_segment_revenue', x) FROM storefront_dw.monthly_segment_revenue x
-                         ORDER BY 1";
+/// The warehouse's tables and report views, each row listed by `warehouse`.
+const WAREHOUSE: [&str; 8] = [
+    "dim_date",
+    "dim_customer",
+    "dim_product",
+    "dim_location",
+    "fact_order_line",
+    "daily_revenue",
+    "monthly_product_sales",
+    "monthly_segment_revenue",
+];
+
+/// Every row of the warehouse and of its report views, as `name row`.
+fn warehouse() -> String {
+    let parts: Vec<String> =
+        WAREHOUSE.iter().map(|t| format!("SELECT format('%s %s', '{t}', x) FROM storefront_dw.{t} x")).collect();
+    format!("{} ORDER BY 1", parts.join(" UNION ALL "))
+}
 
 async fn facts(pool: &PgPool) -> Facts {
     let mut rows = row_digest(pool, None).await;
@@ -182,7 +190,7 @@ async fn facts(pool: &PgPool) -> Facts {
     tx.rollback().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     texts_in(&mut tx, "SELECT format('%s %s', step, rows) FROM storefront.load_warehouse()").await;
-    let loaded = texts_in(&mut tx, WAREHOUSE).await;
+    let loaded = texts_in(&mut tx, &warehouse()).await;
     tx.rollback().await.unwrap();
 
     Facts {
@@ -379,6 +387,15 @@ async fn check_restored(db: &str, before: &Facts, how: &str, with_create: bool) 
         .await
         .unwrap();
     assert_eq!(state, (None, 0), "{how}: the load state is not restored");
+    let reported: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM storefront_dw.daily_revenue)
+              + (SELECT count(*) FROM storefront_dw.monthly_product_sales)
+              + (SELECT count(*) FROM storefront_dw.monthly_segment_revenue)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(reported, 0, "{how}: the report views are empty until the first load");
 
     // the run-time partitions are the extension's partitions again: making
     // the same window finds them all
