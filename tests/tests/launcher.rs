@@ -246,12 +246,12 @@ async fn launcher_keeps_a_relay_in_every_database_in_relay_mode() {
     let _stop = StopOnDrop(cluster.data());
     cluster.start();
     let admin = pool("postgres").await;
-    for (db, relay_mode, extension) in [
-        ("shop", true, true),
-        ("plain", false, true),
-        ("noext", true, false),
-        ("tmpl", true, true),
-        ("closed", true, true),
+    for (db, relay_mode, extension, made) in [
+        ("shop", true, true, None),
+        ("plain", false, true, None),
+        ("noext", true, false, None),
+        ("tmpl", true, true, Some("IS_TEMPLATE true")),
+        ("closed", true, true, Some("ALLOW_CONNECTIONS false")),
     ] {
         admin.execute(format!("CREATE DATABASE {db}").as_str()).await.unwrap();
         if extension {
@@ -270,11 +270,9 @@ async fn launcher_keeps_a_relay_in_every_database_in_relay_mode() {
         // for it: set the other way round, a scheduler round in between
         // would rightly start a relay there, whose connection the ALTER
         // then refuses (one FATAL line in the log, not a retry loop)
-        match db {
-            "tmpl" => admin.execute("ALTER DATABASE tmpl IS_TEMPLATE true").await.unwrap(),
-            "closed" => admin.execute("ALTER DATABASE closed ALLOW_CONNECTIONS false").await.unwrap(),
-            _ => Default::default(),
-        };
+        if let Some(made) = made {
+            admin.execute(format!("ALTER DATABASE {db} {made}").as_str()).await.unwrap();
+        }
         if relay_mode {
             admin.execute(format!("ALTER DATABASE {db} SET storefront.event_delivery = relay").as_str()).await.unwrap();
         }
