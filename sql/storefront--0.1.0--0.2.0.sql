@@ -2314,7 +2314,7 @@ DECLARE
     v_full     boolean;
     v_as_of    timestamptz;
     v_n        bigint;
-    v_min_n    bigint;
+    v_more     bigint;  -- the rows of a step's second statement
     v_changed  bigint := 0;
     v_min      date;
     v_max      date;
@@ -2382,8 +2382,8 @@ BEGIN
     INSERT INTO storefront_dw.dim_location (location_id, code, name)
     SELECT l.location_id, l.code, l.name FROM storefront.location l
     WHERE NOT EXISTS (SELECT FROM storefront_dw.dim_location d WHERE d.location_id = l.location_id);
-    GET DIAGNOSTICS v_min_n = ROW_COUNT;
-    v_n := v_n + v_min_n;
+    GET DIAGNOSTICS v_more = ROW_COUNT;
+    v_n := v_n + v_more;
     step := 'dim_location'; rows := v_n; RETURN NEXT;
 
     -- -------------------------------------------------- dim_product --
@@ -2499,9 +2499,9 @@ BEGIN
     FROM (SELECT DISTINCT sku_id FROM wh_product_src) a, storefront_dw.dim_product old, storefront_dw.dim_product v
     WHERE old.sku_id = a.sku_id AND f.product_key = old.product_key AND v.sku_id = a.sku_id
       AND v.valid_from <= f.ordered_at AND f.ordered_at < v.valid_to AND f.product_key <> v.product_key;
-    GET DIAGNOSTICS v_min_n = ROW_COUNT;
-    v_n := v_n + v_min_n;
-    v_changed := v_changed + v_min_n;
+    GET DIAGNOSTICS v_more = ROW_COUNT;
+    v_n := v_n + v_more;
+    v_changed := v_changed + v_more;
     step := 'facts repointed'; rows := v_n; RETURN NEXT;
 
     -- new lines, and the status of lines already loaded; each points at
